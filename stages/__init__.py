@@ -1,0 +1,1 @@
+"""Thin DVC stage adapters: read params.yaml, call the hneurons library, write declared outputs."""

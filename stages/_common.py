@@ -1,0 +1,73 @@
+"""Shared plumbing for stage scripts: params, threads, one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from hneurons.errors import HNeuronsError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    if not path.is_file():
+        raise HNeuronsError(f"{path}: not found (run stages from the repository root)")
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def param(params: dict[str, Any], dotted: str, default: Any = ...) -> Any:
+    """``params['a']['b']`` for ``'a.b'``; a missing key without default is a one-line error."""
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is ...:
+                raise HNeuronsError(f"params.yaml: missing {dotted}")
+            return default
+        node = node[part]
+    return node
+
+
+def entry(params: dict[str, Any], section: str, name: str) -> dict[str, Any]:
+    """``params[section][name]`` or a one-line error listing the known names."""
+    table = params.get(section) or {}
+    if name not in table:
+        raise HNeuronsError(f"{section}.{name}: unknown (known: {', '.join(sorted(table)) or 'none'})")
+    return table[name]
+
+
+def setup_runtime(params: dict[str, Any]) -> None:
+    """Environment and logging for a stage (no heavy imports; see setup_torch)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def setup_torch(params: dict[str, Any]) -> None:
+    """setup_runtime plus torch threads from base.threads and quiet transformers logs."""
+    setup_runtime(params)
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    threads = int(param(params, "base.threads", 0) or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """Run a stage's main; a HNeuronsError becomes one line on stderr and exit status 2."""
+    try:
+        main(sys.argv[1:])
+    except HNeuronsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
