@@ -1,0 +1,30 @@
+# The two commands: `make run` (reproduce the pipeline) and `make test` (run the tests).
+# Both create .venv and install the pinned requirements the first time; later calls skip that.
+
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-requirements.txt
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test setup status clean-venv
+
+setup:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if ! cmp -s requirements.txt $(STAMP); then \
+		echo "installing pinned requirements into $(VENV) ..."; \
+		$(BIN)/python -m pip install --no-compile -q -r requirements.txt && cp requirements.txt $(STAMP); \
+	fi
+
+run: setup
+	dvc repro
+
+test: setup
+	python -m pytest -q -p no:cacheprovider
+
+status: setup
+	dvc status
+
+clean-venv:
+	rm -rf $(VENV)

