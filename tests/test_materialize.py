@@ -135,3 +135,18 @@ def test_missing_path_is_rejected(tmp_path):
     with pytest.raises(HNeuronsError, match=r"models.x.source.path: .* does not exist"):
         materialize({"kind": "path", "path": str(tmp_path / "nope")}, tmp_path / "out", tmp_path / "c",
                     where="models.x.source")
+
+
+def test_unsupported_architecture_stops_before_writing(tmp_path):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from tiny import make_tokenizer
+
+    source = tmp_path / "opt"
+    tokenizer = make_tokenizer()
+    OPTForCausalLM(OPTConfig(vocab_size=len(tokenizer), hidden_size=16, ffn_dim=24, num_hidden_layers=1,
+                             num_attention_heads=2, word_embed_proj_dim=16)).save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    with pytest.raises(HNeuronsError, match=r"unsupported architecture 'opt'"):
+        materialize({"kind": "path", "path": str(source)}, tmp_path / "out", tmp_path / "c")
+    assert not (tmp_path / "out").exists()
