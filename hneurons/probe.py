@@ -1,0 +1,604 @@
+"""Sparse L1 logistic probes over CETT features and H-Neuron identification (paper §3, §6.1.3).
+
+Features: ``X: float32[n_rows, n_layers * d_ffn]`` (mean CETT per row; flat index
+``layer * d_ffn + neuron``); labels ``y: int[n_rows]`` in {0, 1}, 1 = hallucinated
+answer region. The matrix is never copied whole and never converted to float64:
+every full-width computation streams over row blocks of bounded size.
+
+:class:`L1Probe` is a scikit-learn style estimator for the paper's classifier,
+``LogisticRegression(penalty='l1', solver='liblinear')`` (written ``l1_ratio=1``,
+as ``penalty=`` is deprecated in scikit-learn 1.8+), unscaled by default like the
+authors, with an intercept that liblinear penalises like a weight. Its default
+``solver='working_set'`` solves the same problem exactly while copying only a few
+columns: liblinear is fitted on a working set of columns (initially the top
+``screen_size`` by the screening score ``|X_j^T w(y - ybar)|``), then one streaming
+pass checks the optimality (KKT) condition ``C |X_j^T w(p - y)| <= 1`` of every
+column left out; the worst violators join the working set and liblinear refits,
+until no column violates it by more than ``kkt_tol``. Full liblinear copies the
+matrix twice in float64 (~9x the float32 size) and counts non-zeros in int32.
+
+Deviation from the authors' code: ``tol`` defaults to 1e-6 (theirs: sklearn's 1e-4),
+because the positive-weight set measurably depends on it (probe-notes.md).
+
+H-Neurons are the columns with a positive weight at the chosen C.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.linear_model import LogisticRegression
+from tqdm import tqdm
+
+from hneurons.errors import HNeuronsError
+
+LABELLINGS = ("3-vs-1", "1-vs-1")
+SOLVERS = ("working_set", "liblinear")
+LIBLINEAR_MAX_NNZ = 2**31 - 1
+_BLOCK_BYTES = 64 << 20
+
+TaskAccuracy = Callable[[np.ndarray], float]
+
+
+# ------------------------------------------------------------------ labels
+
+def training_labels(region: np.ndarray, label: np.ndarray, labelling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows used and their probe labels for one labelling scheme.
+
+    region: str[n] ("answer" | "other"); label: int[n] (1 = hallucinated response).
+    ``3-vs-1`` (paper): every row is used; y = 1 only for answer rows of hallucinated
+    responses (faithful answer rows and the other-token rows of both classes are 0).
+    ``1-vs-1``: answer rows only, y = the response label.
+    Returns (keep: bool[n], y: int8[n]); y is 0 where keep is False.
+    """
+    region = np.asarray(region).astype(str)
+    label = np.asarray(label).astype(np.int64)
+    bad_regions = sorted(set(np.unique(region)) - {"answer", "other"})
+    if bad_regions:
+        raise HNeuronsError(f"activations: unknown region values {bad_regions} (expected answer, other)")
+    bad_labels = sorted(set(np.unique(label).tolist()) - {0, 1})
+    if bad_labels:
+        raise HNeuronsError(f"activations: label values {bad_labels} (expected 0, 1)")
+    answer = region == "answer"
+    if labelling == "3-vs-1":
+        keep = np.ones(region.shape, dtype=bool)
+        y = (answer & (label == 1)).astype(np.int8)
+    elif labelling == "1-vs-1":
+        keep = answer
+        y = np.where(answer, label, 0).astype(np.int8)
+    else:
+        raise HNeuronsError(f"labelling={labelling!r}: expected one of {', '.join(LABELLINGS)}")
+    return keep, y
+
+
+# ------------------------------------------------------------------ streaming passes
+
+def row_blocks(n_rows: int, n_cols: int, itemsize: int = 8, budget: int = _BLOCK_BYTES) -> Iterator[slice]:
+    """Row slices whose float64 image (``itemsize`` bytes per element) fits ``budget`` bytes."""
+    step = max(1, min(n_rows, budget // max(1, n_cols * itemsize)))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(n_rows, start + step))
+
+
+def column_stats(X: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted column means and standard deviations, float64[n_features] each, in one pass.
+
+    Rows are weighted by ``weight: float[n_rows]`` (>= 0). A zero-variance column
+    gets scale 1 so standardising maps it to 0.
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    total = weight.sum()
+    s1 = np.zeros(X.shape[1], dtype=np.float64)
+    s2 = np.zeros(X.shape[1], dtype=np.float64)
+    for rows in row_blocks(X.shape[0], X.shape[1]):
+        block = np.asarray(X[rows], dtype=np.float64)
+        w = weight[rows]
+        s1 += w @ block
+        block *= block
+        s2 += w @ block
+    mean = s1 / total
+    var = np.maximum(s2 / total - mean * mean, 0.0)
+    scale = np.sqrt(var)
+    scale[scale <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
+    return mean, scale
+
+
+def xt_dot(X: np.ndarray, r: np.ndarray, mean: np.ndarray | None = None,
+           scale: np.ndarray | None = None) -> np.ndarray:
+    """``X~^T r`` as float64[n_features], streaming over row blocks.
+
+    X~ is X, or (X - mean) / scale when both are given. Each block is converted to
+    float64 (a bounded copy, at most 64 MiB), so the sums are exact to float64.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    out = np.zeros(X.shape[1], dtype=np.float64)
+    for rows in row_blocks(X.shape[0], X.shape[1]):
+        out += r[rows] @ np.asarray(X[rows], dtype=np.float64)
+    if mean is not None and scale is not None:
+        out = (out - mean * r.sum()) / scale
+    return out
+
+
+# ------------------------------------------------------------------ estimator
+
+def _check_nnz(n_rows: int, n_cols: int, what: str) -> None:
+    nnz = n_rows * (n_cols + 2)
+    if nnz > LIBLINEAR_MAX_NNZ:
+        raise HNeuronsError(
+            f"{what}: {n_rows} rows x {n_cols} columns exceeds liblinear's int32 non-zero count (2^31); "
+            f"use solver='working_set' with a smaller screen_size/max_add, or fewer rows")
+
+
+def _check_xy(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(X, np.ndarray):
+        X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.dtype not in (np.float32, np.float64):
+        raise HNeuronsError(f"X must be a 2-D float32/float64 array (got {X.dtype} {X.shape})")
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise HNeuronsError(f"y has shape {y.shape}; expected ({X.shape[0]},)")
+    if not np.isin(y, (0, 1)).all():
+        raise HNeuronsError("y must contain only 0 and 1")
+    w = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (X.shape[0],) or (w < 0).any() or not np.isfinite(w).all():
+        raise HNeuronsError("sample_weight must be finite, >= 0, one per row")
+    for cls in (0, 1):
+        if not (w[y == cls] > 0).any():
+            name = "hallucinated (1)" if cls else "faithful/other (0)"
+            raise HNeuronsError(f"probe training data has no {name} rows with positive weight")
+    return y.astype(np.float64), w
+
+
+def _liblinear(Xw: np.ndarray, y: np.ndarray, w: np.ndarray, C: float, tol: float, max_iter: int,
+               random_state: int | None) -> tuple[np.ndarray, float]:
+    """L1 logistic regression by liblinear on a (small) dense matrix: (coef float64[k], intercept)."""
+    _check_nnz(Xw.shape[0], Xw.shape[1], "liblinear")
+    model = LogisticRegression(l1_ratio=1.0, C=C, solver="liblinear", tol=tol, max_iter=max_iter,
+                               random_state=random_state)
+    model.fit(Xw, y.astype(np.int64), sample_weight=w)
+    return model.coef_[0].astype(np.float64), float(model.intercept_[0])
+
+
+class L1Probe(ClassifierMixin, BaseEstimator):
+    """L1-penalised logistic regression over all neurons (the paper's H-Neuron probe).
+
+    Minimises ``||theta||_1 + |b| + C * sum_i w_i * BCE(y_i, sigmoid(theta^T x_i + b))``
+    (liblinear's formulation; ``C = 1/lambda``).
+
+    Parameters: ``C`` inverse penalty (> 0); ``tol`` liblinear tolerance;
+    ``standardize`` z-score columns with training means/sds (computed in one
+    streaming pass, never a float64 copy; the weights are then in standardized
+    units); ``solver`` 'working_set' (exact, memory-light; default) or 'liblinear'
+    (the whole matrix, ~9x its float32 size); ``screen_size`` initial working-set
+    size; ``max_add`` violators added per round; ``kkt_tol`` accepted KKT
+    violation (``C|grad_j| <= 1 + kkt_tol``); ``max_rounds`` working-set rounds.
+
+    Fitted attributes: ``coef_`` float64[1, n_features], ``intercept_`` float64[1],
+    ``classes_`` [0, 1], ``n_features_in_``, ``mean_``/``scale_`` (float64[n_features]
+    or None), ``n_rounds_``, ``working_set_size_``, ``kkt_max_violation_`` (largest
+    ``C|grad_j| - 1`` outside the working set; nan for solver='liblinear'),
+    ``kkt_converged_``.
+    """
+
+    def __init__(self, C: float = 1.0, tol: float = 1e-6, standardize: bool = False,
+                 solver: str = "working_set", max_iter: int = 1000, screen_size: int = 1000,
+                 max_add: int = 1000, kkt_tol: float = 1e-3, max_rounds: int = 50,
+                 random_state: int | None = 42, progress: bool = False) -> None:
+        self.C = C
+        self.tol = tol
+        self.standardize = standardize
+        self.solver = solver
+        self.max_iter = max_iter
+        self.screen_size = screen_size
+        self.max_add = max_add
+        self.kkt_tol = kkt_tol
+        self.max_rounds = max_rounds
+        self.random_state = random_state
+        self.progress = progress
+
+    # -- fitting
+    def _validate_params(self) -> None:
+        if not (isinstance(self.C, (int, float)) and math.isfinite(self.C) and self.C > 0):
+            raise HNeuronsError(f"C must be a finite number > 0 (got {self.C!r})")
+        if not (self.tol > 0):
+            raise HNeuronsError(f"tol must be > 0 (got {self.tol!r})")
+        if self.solver not in SOLVERS:
+            raise HNeuronsError(f"solver={self.solver!r}: expected one of {', '.join(SOLVERS)}")
+        for name in ("max_iter", "screen_size", "max_add", "max_rounds"):
+            if int(getattr(self, name)) < 1:
+                raise HNeuronsError(f"{name} must be >= 1 (got {getattr(self, name)!r})")
+        if self.kkt_tol < 0:
+            raise HNeuronsError(f"kkt_tol must be >= 0 (got {self.kkt_tol!r})")
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "L1Probe":
+        """Fit on ``X: float32[n, D]``, ``y: {0,1}[n]``; rows with weight 0 are ignored."""
+        self._validate_params()
+        y64, w = _check_xy(X, y, sample_weight)
+        n_features = X.shape[1]
+        if self.standardize:
+            self.mean_, self.scale_ = column_stats(X, w)
+        else:
+            self.mean_, self.scale_ = None, None
+        if self.solver == "liblinear":
+            coef, intercept = self._fit_full(X, y64, w)
+        else:
+            coef, intercept = self._fit_working_set(X, y64, w)
+        self.coef_ = coef.reshape(1, n_features)
+        self.intercept_ = np.array([intercept])
+        self.classes_ = np.array([0, 1])
+        self.n_features_in_ = n_features
+        return self
+
+    def _fit_full(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+        _check_nnz(X.shape[0], X.shape[1], "solver='liblinear'")
+        Xs = X if self.mean_ is None else ((X - self.mean_) / self.scale_).astype(X.dtype)
+        coef, intercept = _liblinear(Xs, y, w, self.C, self.tol, self.max_iter, self.random_state)
+        self.n_rounds_, self.working_set_size_ = 1, X.shape[1]
+        self.kkt_max_violation_, self.kkt_converged_ = float("nan"), True
+        return coef, intercept
+
+    def _columns(self, X: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """X~[:, cols] as a small dense copy in X's dtype (standardized if configured)."""
+        block = X[:, cols]
+        if self.mean_ is not None:
+            block = ((block - self.mean_[cols]) / self.scale_[cols]).astype(X.dtype)
+        return block
+
+    def _fit_working_set(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+        n_features = X.shape[1]
+        ybar = float(w @ y / w.sum())
+        screen = np.abs(xt_dot(X, w * (y - ybar), self.mean_, self.scale_))
+        order = np.argsort(-screen, kind="stable")
+        working = np.sort(order[: min(int(self.screen_size), n_features)])
+        rounds = tqdm(range(1, int(self.max_rounds) + 1), desc=f"L1 probe C={self.C:g}", unit="round",
+                      disable=not self.progress, leave=False)
+        coef_w, intercept, violation, converged = np.zeros(0), 0.0, float("inf"), False
+        for n_round in rounds:
+            Xw = self._columns(X, working)
+            coef_w, intercept = _liblinear(Xw, y, w, self.C, self.tol, self.max_iter, self.random_state)
+            margin = Xw @ coef_w.astype(X.dtype) + intercept
+            del Xw
+            grad = xt_dot(X, w * (expit(margin.astype(np.float64)) - y), self.mean_, self.scale_)
+            excess = self.C * np.abs(grad) - 1.0
+            excess[working] = -np.inf
+            violation = float(excess.max()) if working.size < n_features else -1.0
+            if violation <= self.kkt_tol:
+                converged = True
+                break
+            candidates = np.flatnonzero(excess > self.kkt_tol)
+            worst = candidates[np.argsort(-excess[candidates], kind="stable")[: int(self.max_add)]]
+            working = np.union1d(working, worst)
+        coef = np.zeros(n_features, dtype=np.float64)
+        coef[working] = coef_w
+        self.n_rounds_, self.working_set_size_ = n_round, int(working.size)
+        self.kkt_max_violation_, self.kkt_converged_ = violation, converged
+        return coef, intercept
+
+    # -- prediction
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise HNeuronsError("L1Probe is not fitted")
+
+    @property
+    def support_(self) -> np.ndarray:
+        """Indices of non-zero weights, int64[k]."""
+        self._check_fitted()
+        return np.flatnonzero(self.coef_[0])
+
+    @property
+    def positive_(self) -> np.ndarray:
+        """Indices of positive weights (the H-Neurons), int64[k]."""
+        self._check_fitted()
+        return np.flatnonzero(self.coef_[0] > 0)
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """theta^T x~ + b for each row: float64[n]."""
+        self._check_fitted()
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise HNeuronsError(f"X has {X.shape[-1]} features; the probe was fitted on {self.n_features_in_}")
+        cols = self.support_
+        block = np.asarray(X[:, cols], dtype=np.float64)
+        if self.mean_ is not None:
+            block = (block - self.mean_[cols]) / self.scale_[cols]
+        return block @ self.coef_[0, cols] + self.intercept_[0]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """[P(y=0), P(y=1)] per row: float64[n, 2]."""
+        p = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Class per row (P(y=1) >= 0.5 -> 1): int64[n]."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+
+# ------------------------------------------------------------------ C selection
+
+@dataclass
+class CSelection:
+    """Result of :func:`select_C`: one row per C in ``table``, the fitted probes, the choice."""
+
+    table: list[dict]
+    probes: list[L1Probe]
+    best_index: int
+
+    @property
+    def best_C(self) -> float:
+        return self.table[self.best_index]["C"]
+
+    @property
+    def best_probe(self) -> L1Probe:
+        return self.probes[self.best_index]
+
+
+def check_C_grid(C_grid: list[float], where: str = "C_grid") -> list[float]:
+    """Validated, sorted, de-duplicated grid; a value <= 0 (or not a number) is a one-line error."""
+    if not isinstance(C_grid, (list, tuple)) or not C_grid:
+        raise HNeuronsError(f"{where}: expected a non-empty list of numbers > 0")
+    values = []
+    for value in C_grid:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise HNeuronsError(f"{where}: every C must be a finite number > 0 (got {value!r})")
+        values.append(float(value))
+    return sorted(set(values))
+
+
+def select_C(probe: L1Probe, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+             C_grid: list[float], task_accuracy: TaskAccuracy | None = None,
+             sample_weight: np.ndarray | None = None, progress: bool = False,
+             where: str = "C_grid") -> CSelection:
+    """The paper's C criterion: validation accuracy + task accuracy with that C's H-Neurons suppressed.
+
+    ``probe`` is a template (cloned per C). ``X_val``/``y_val``: validation answer
+    rows, 1 = hallucinated. ``task_accuracy(flat_indices int64[k]) -> float in [0, 1]``
+    is the model's greedy accuracy on validation questions with those neurons at
+    alpha = 0 (None: the criterion is validation accuracy alone). Identical neuron
+    sets are evaluated once. Per C the table holds val_accuracy, task_accuracy,
+    score (their sum), n_positive, n_negative, n_features, per_mille (positives per
+    thousand neurons).
+
+    A C whose probe has no positive weight cannot be chosen (suppressing nothing
+    would trivially maximise the task term); if no C has one, HNeuronsError.
+    Ties: fewer H-Neurons, then smaller C. ``where`` names the grid in error messages.
+    """
+    from hneurons.stats import accuracy
+
+    grid = check_C_grid(list(C_grid), where)
+    cache: dict[tuple[int, ...], float] = {}
+    table, probes = [], []
+    for C in tqdm(grid, desc="C grid", unit="C", disable=not progress):
+        fitted = clone(probe).set_params(C=C).fit(X, y, sample_weight=sample_weight)
+        positive = fitted.positive_
+        key = tuple(positive.tolist())
+        if task_accuracy is not None and key not in cache:
+            cache[key] = float(task_accuracy(positive))
+        val_acc = accuracy(y_val, fitted.predict_proba(X_val)[:, 1])
+        task = cache.get(key, float("nan"))
+        table.append({
+            "C": C, "val_accuracy": val_acc, "task_accuracy": task,
+            "score": val_acc + (task if task_accuracy is not None else 0.0),
+            "n_positive": int(positive.size), "n_negative": int(np.sum(fitted.coef_[0] < 0)),
+            "n_features": int(X.shape[1]), "per_mille": 1000.0 * positive.size / X.shape[1],
+            "kkt_max_violation": fitted.kkt_max_violation_, "kkt_converged": bool(fitted.kkt_converged_),
+        })
+        probes.append(fitted)
+    eligible = [i for i, row in enumerate(table) if row["n_positive"] > 0]
+    if not eligible:
+        raise HNeuronsError(f"{where}: no C in {grid} gives any positive weight (no H-Neurons); "
+                            "add larger C values")
+    best = min(eligible, key=lambda i: (-table[i]["score"], table[i]["n_positive"], table[i]["C"]))
+    for i, row in enumerate(table):
+        row["chosen"] = i == best
+    return CSelection(table, probes, best)
+
+
+# ------------------------------------------------------------------ stability selection
+
+def bootstrap_weights(groups: np.ndarray, rng: np.random.Generator, strata: np.ndarray | None = None) -> np.ndarray:
+    """Row weights for one bootstrap resample of groups (questions): float64[n_rows].
+
+    Groups are drawn with replacement (within each stratum if ``strata`` is given,
+    keeping each stratum's group count); every row of a group drawn m times gets
+    weight m, so both regions of a question move together.
+    """
+    groups = np.asarray(groups)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    if strata is None:
+        group_stratum = np.zeros(uniq.size, dtype=np.int64)
+    else:
+        strata = np.asarray(strata)
+        group_stratum = np.empty(uniq.size, dtype=strata.dtype)
+        group_stratum[inverse] = strata
+    counts = np.zeros(uniq.size, dtype=np.float64)
+    for stratum in np.unique(group_stratum):
+        members = np.flatnonzero(group_stratum == stratum)
+        drawn = rng.choice(members, size=members.size, replace=True)
+        np.add.at(counts, drawn, 1.0)
+    return counts[inverse]
+
+
+def stability_selection(probe: L1Probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int,
+                        seed: int, sample_weight: np.ndarray | None = None, strata: np.ndarray | None = None,
+                        progress: bool = False) -> np.ndarray:
+    """Share of ``n_boot`` bootstrap refits (resampling groups) in which each neuron's weight is > 0.
+
+    Returns float64[n_features] in [0, 1] (zeros if n_boot == 0). The refits reuse X
+    unchanged: a resample is expressed as row weights (multiplicities), never a copy.
+    """
+    if n_boot < 0:
+        raise HNeuronsError(f"n_bootstrap must be >= 0 (got {n_boot})")
+    base = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    counts = np.zeros(X.shape[1], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    for _ in tqdm(range(n_boot), desc="stability bootstrap", unit="fit", disable=not progress):
+        weights = base * bootstrap_weights(groups, rng, strata)
+        fitted = clone(probe).set_params(progress=False).fit(X, y, sample_weight=weights)
+        counts[fitted.positive_] += 1.0
+    return counts / n_boot if n_boot else counts
+
+
+# ------------------------------------------------------------------ baselines
+
+def draw_random_neurons(n_features: int, exclude: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` neurons drawn uniformly without replacement from those not in ``exclude``: sorted int64[n]."""
+    pool = np.setdiff1d(np.arange(n_features), np.asarray(exclude, dtype=np.int64))
+    if n > pool.size:
+        raise HNeuronsError(f"cannot draw {n} random neurons from {pool.size} candidates")
+    return np.sort(rng.choice(pool, size=n, replace=False))
+
+
+def draw_layer_matched(exclude: np.ndarray, d_ffn: int, n_layers: int, rng: np.random.Generator) -> np.ndarray:
+    """As many neurons per layer as ``exclude`` has there, drawn uniformly from that layer's others."""
+    exclude = np.asarray(exclude, dtype=np.int64)
+    layers = exclude // d_ffn
+    drawn = []
+    for layer in range(n_layers):
+        k = int(np.sum(layers == layer))
+        if k:
+            inside = exclude[layers == layer] - layer * d_ffn
+            drawn.append(layer * d_ffn + draw_random_neurons(d_ffn, inside, k, rng))
+    return np.sort(np.concatenate(drawn)) if drawn else np.zeros(0, dtype=np.int64)
+
+
+def dense_probe_scores(X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray, C: float = 1.0,
+                       sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """P(y=1) on ``X_eval`` from an L2 logistic regression on a few standardized columns.
+
+    For the baselines (random neurons, length), where the column count is small:
+    columns are z-scored with the training rows' weighted mean/sd, then an L2
+    (``l1_ratio=0``) logistic regression with inverse penalty ``C`` is fitted (lbfgs).
+    X_train: float[n, k]; X_eval: float[m, k]; returns float64[m].
+    """
+    y_train = np.asarray(y_train)
+    w = np.ones(len(y_train)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    X_train = np.asarray(X_train, dtype=np.float64)
+    mean, scale = column_stats(X_train, w)
+    model = LogisticRegression(l1_ratio=0.0, C=C, solver="lbfgs", max_iter=5000)
+    model.fit((X_train - mean) / scale, y_train.astype(np.int64), sample_weight=w)
+    return model.predict_proba((np.asarray(X_eval, dtype=np.float64) - mean) / scale)[:, 1]
+
+
+@dataclass
+class BaselineRun:
+    """One baseline fit: which neurons, its scores on the evaluation rows."""
+
+    seed: int
+    neurons: np.ndarray
+    scores: np.ndarray = field(repr=False)
+
+
+def random_baselines(X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray, exclude: np.ndarray,
+                     seeds: list[int], d_ffn: int, layer_matched: bool = False, C: float = 1.0,
+                     sample_weight: np.ndarray | None = None) -> list[BaselineRun]:
+    """Random-neuron probes with as many neurons as ``exclude`` (the H-Neurons), one per seed.
+
+    Neurons are drawn uniformly from all neurons outside ``exclude`` (or, with
+    ``layer_matched``, the same count per layer as ``exclude``), then scored by
+    :func:`dense_probe_scores` trained on the same rows and labels as the L1 probe.
+    """
+    n_layers = X_train.shape[1] // d_ffn
+    runs = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        if layer_matched:
+            cols = draw_layer_matched(exclude, d_ffn, n_layers, rng)
+        else:
+            cols = draw_random_neurons(X_train.shape[1], exclude, len(exclude), rng)
+        scores = dense_probe_scores(X_train[:, cols], y_train, X_eval[:, cols], C, sample_weight)
+        runs.append(BaselineRun(int(seed), cols, scores))
+    return runs
+
+
+# ------------------------------------------------------------------ persistence
+
+def h_neuron_frame(probe: L1Probe, d_ffn: int, frequency: np.ndarray | None = None):
+    """H-Neurons as a pandas frame sorted by flat_index.
+
+    Columns: layer int32, neuron int32, flat_index int64, weight float64 (in the
+    probe's units), selection_frequency float64 (share of bootstrap refits with a
+    positive weight; nan without ``frequency``).
+    """
+    import pandas as pd
+
+    flat = probe.positive_
+    freq = np.full(flat.size, np.nan) if frequency is None else np.asarray(frequency)[flat]
+    return pd.DataFrame({
+        "layer": (flat // d_ffn).astype(np.int32), "neuron": (flat % d_ffn).astype(np.int32),
+        "flat_index": flat.astype(np.int64), "weight": probe.coef_[0, flat].astype(np.float64),
+        "selection_frequency": freq.astype(np.float64),
+    })
+
+
+def save_probe(probe: L1Probe, directory, metadata: dict | None = None) -> None:
+    """Write ``probe.safetensors`` (support int64[k], coef float64[k], intercept float64[1],
+    and mean/scale float64[k] at the support when standardized) and ``probe.json``
+    (hyper-parameters, n_features, fit diagnostics, ``metadata``) into ``directory``.
+    No pickle; load with :func:`load_probe`.
+    """
+    from pathlib import Path
+
+    from safetensors.numpy import save
+
+    from hneurons.io import atomic_path, write_json
+
+    probe._check_fitted()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    support = probe.support_
+    tensors = {"support": support.astype(np.int64), "coef": probe.coef_[0, support].astype(np.float64),
+               "intercept": probe.intercept_.astype(np.float64)}
+    if probe.mean_ is not None:
+        tensors["mean"] = probe.mean_[support].astype(np.float64)
+        tensors["scale"] = probe.scale_[support].astype(np.float64)
+    with atomic_path(directory / "probe.safetensors") as tmp:
+        tmp.write_bytes(save(tensors))
+    info = {
+        "format": "hneurons.L1Probe/1", "params": probe.get_params(), "n_features": int(probe.n_features_in_),
+        "n_nonzero": int(support.size), "n_positive": int(probe.positive_.size),
+        "n_rounds": int(probe.n_rounds_), "working_set_size": int(probe.working_set_size_),
+        "kkt_max_violation": _finite_or_none(probe.kkt_max_violation_),
+        "kkt_converged": bool(probe.kkt_converged_), "metadata": metadata or {},
+    }
+    write_json(directory / "probe.json", info)
+
+
+def load_probe(directory) -> tuple[L1Probe, dict]:
+    """Inverse of :func:`save_probe`: (a fitted L1Probe usable for prediction, metadata dict)."""
+    import json
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    for name in ("probe.json", "probe.safetensors"):
+        if not (directory / name).is_file():
+            raise HNeuronsError(f"{directory / name}: not found (run the probe stage)")
+    info = json.loads((directory / "probe.json").read_text(encoding="utf-8"))
+    if info.get("format") != "hneurons.L1Probe/1":
+        raise HNeuronsError(f"{directory / 'probe.json'}: unknown format {info.get('format')!r}")
+    tensors = load_file(str(directory / "probe.safetensors"))
+    probe = L1Probe(**info["params"])
+    n = int(info["n_features"])
+    coef = np.zeros((1, n), dtype=np.float64)
+    coef[0, tensors["support"]] = tensors["coef"]
+    probe.coef_, probe.intercept_ = coef, tensors["intercept"].astype(np.float64)
+    probe.classes_, probe.n_features_in_ = np.array([0, 1]), n
+    probe.mean_ = probe.scale_ = None
+    if "mean" in tensors:
+        probe.mean_, probe.scale_ = np.zeros(n), np.ones(n)
+        probe.mean_[tensors["support"]] = tensors["mean"]
+        probe.scale_[tensors["support"]] = tensors["scale"]
+    probe.n_rounds_, probe.working_set_size_ = info["n_rounds"], info["working_set_size"]
+    violation = info["kkt_max_violation"]
+    probe.kkt_max_violation_ = float("nan") if violation is None else violation
+    probe.kkt_converged_ = info["kkt_converged"]
+    return probe, info["metadata"]
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
