@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 
 from hneurons.errors import HNeuronsError
+from hneurons.judge import normalize as normalize_answer  # the one normalizer
 
 Record = dict[str, Any]
 
@@ -178,15 +179,6 @@ def _jailbreak(rows: list[Record], options: dict[str, Any]) -> list[Record]:
              "question": r["question"], "answers": [], "category": r["content_policy_name"],
              "template": template, "prompt": template.replace(JAILBREAK_PLACEHOLDER, r["question"])}
             for r in rows]
-
-
-_NORMALIZE_RE = re.compile(r"[^\w\s]")
-
-
-def normalize_answer(text: str) -> str:
-    """Lowercase, drop punctuation and articles, collapse whitespace (SQuAD/TriviaQA style)."""
-    text = _NORMALIZE_RE.sub(" ", text.lower().replace("_", " "))
-    return " ".join(word for word in text.split() if word not in ("a", "an", "the"))
 
 
 def answer_kind(text: str) -> str:
