@@ -124,25 +124,32 @@ class CETTRecorder:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if self._region_masks is None:
                 return
-            z, h = args[0], output
-            masks = self._masks_on(z.device)  # bool[B, R, T]
-            scale = norms / (torch.linalg.vector_norm(h.float(), dim=-1, keepdim=True) + self.eps)
-            cett = z.float().abs() * scale  # float32[B, T, d_ffn]
-            self._out[layer] = self._reduce(cett, masks)
+            masks = self._masks_on(output.device)  # bool[B, R, T]
+            magnitude = args[0].abs().float()  # |z|: float32[B, T, d_ffn]
+            inverse = 1.0 / (torch.linalg.vector_norm(output.float(), dim=-1) + self.eps)  # float32[B, T]
+            self._out[layer] = self._reduce(magnitude, inverse, norms, masks)
         return hook
 
-    def _reduce(self, cett: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """float32[B, T, F] -> float32[B, R, F] over each region's positions."""
+    def _reduce(self, magnitude: torch.Tensor, inverse: torch.Tensor, norms: torch.Tensor,
+                masks: torch.Tensor) -> torch.Tensor:
+        """Readout of CETT = |z| * norms * inverse over each region -> float32[B, R, d_ffn].
+
+        magnitude: |z| float32[B, T, F]; inverse: 1 / (||h|| + eps) float32[B, T];
+        norms: ||W_down[:, j]|| float32[F]; masks: bool[B, R, T]. The mean folds the
+        per-token factor into the averaging weights (one matmul, no [B, T, F] product).
+        """
         if self.readout == "mean":
-            weights = masks.to(cett.dtype)
-            counts = weights.sum(-1, keepdim=True).clamp_min(1.0)
-            return torch.bmm(weights / counts, cett)
+            weights = masks.to(magnitude.dtype)
+            weights = weights * inverse[:, None, :] / weights.sum(-1, keepdim=True).clamp_min(1.0)
+            return torch.bmm(weights, magnitude) * norms
         if self.readout == "max":
+            cett = magnitude.mul_(inverse[..., None]).mul_(norms)
             return torch.stack([cett.masked_fill(~masks[:, r, :, None], 0.0).amax(dim=1)
                                 for r in range(masks.shape[1])], dim=1)
         positions = torch.arange(masks.shape[-1], device=masks.device)
         last = torch.where(masks, positions, -1).amax(dim=-1).clamp_min(0)  # int[B, R]
-        return torch.gather(cett, 1, last[..., None].expand(-1, -1, cett.shape[-1]))
+        picked = torch.gather(magnitude, 1, last[..., None].expand(-1, -1, magnitude.shape[-1]))
+        return picked * torch.gather(inverse, 1, last)[..., None] * norms
 
     @torch.inference_mode()
     def run(self, input_ids: torch.Tensor, masks: torch.Tensor) -> np.ndarray:

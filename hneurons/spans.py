@@ -4,7 +4,9 @@ A span is found in two steps, never by matching decoded token strings:
 
 1. a rule gives a character span ``[start, end)`` in the response text, where
    the text is ``tokenizer.decode(response_ids)`` (special tokens kept, no
-   clean-up), i.e. exactly the characters the kept ids spell;
+   clean-up), i.e. exactly the characters the kept ids spell; the rules see the
+   characters of special tokens blanked, and special tokens at a span's ends
+   are trimmed, so they are never answer tokens;
 2. :func:`token_offsets` gives each kept id its character range in that text
    (from prefix decodes, so it works for any tokenizer and for ids that are not
    the canonical tokenisation of the text), and :func:`char_span_to_tokens`

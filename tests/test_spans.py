@@ -186,3 +186,14 @@ def test_load_annotations_bad_file(tmp_path):
     bad.write_text('{"a": 1, "b": 2}\n')
     with pytest.raises(HNeuronsError, match="bad.jsonl:1"):
         load_annotations(bad)
+
+
+def test_default_rule_uses_the_judges_alias_match(tok):
+    """Without ``locate`` the judge's whole-word alias finder gives the span (case and punctuation ignored)."""
+    records = [_record(tok, "a", "I believe it is the city of paris, France.", True, answers=["Paris"]),
+               _record(tok, "b", "Sinclair Lewis (1930)", True, answers=["sinclair lewis"]),
+               _record(tok, "c", "Parisian", True, answers=["Paris"])]  # no whole-word match
+    kept, dropped = align_answer_spans(records, tok, "default")
+    spans = {e.example_id: decode_ids(tok, e.response_ids[e.answer[0]:e.answer[1]]).strip() for e in kept}
+    assert spans == {"a": "paris", "b": "Sinclair Lewis"}
+    assert dropped["alias_not_found"] == 1
