@@ -1,0 +1,506 @@
+"""Batched, seeded sampling with a chat template, left padding and a KV cache.
+
+One decoding loop serves greedy and stochastic decoding. Each row (one response)
+draws its randomness from its own ``torch.Generator`` seeded by
+:func:`sample_seed` (base seed, example id, sample index), so the random stream of a
+sample never depends on which batch or shard it falls in. Sampling uses the
+inverse CDF of the temperature / top-k / top-p filtered distribution with one
+pre-drawn uniform per step, which is vectorised over the batch yet per-row seeded.
+
+Batch invariance, precisely: the random numbers are batch-independent; the logits
+are equal up to float rounding of different matmul shapes (left padding, batch
+size). On the tiny float32 test models the ids are identical; on a real model a
+near-tie between two tokens can in rare cases resolve differently in another
+batch. Same inputs and same ``batch_size`` always give the same ids.
+
+Speed-ups that do not change the sampled distribution: rows with the same prompt
+inside a batch share one prefill (the KV cache is expanded afterwards), the
+prefill computes logits for the last position only, and rows that have stopped
+are dropped from the batch.
+
+Generated ids are returned without padding and without the trailing stop token
+(EOS / end-of-turn). A response shorter than ``max_new_tokens`` therefore stopped
+on a stop token; one of exactly ``max_new_tokens`` ids was cut off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from hneurons import judge as J
+from hneurons.errors import HNeuronsError
+from hneurons.io import read_json, sha256_file, write_json
+from hneurons.models import input_device
+
+# End-of-turn markers of common chat templates; used as stop tokens when the tokenizer has them.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """Decoding parameters; ``temperature == 0`` means greedy (top_k/top_p unused).
+
+    Paper defaults ([C] collect_responses.py): 10 samples, T=1.0, top-k 50,
+    top-p 0.9, 50 new tokens. ``top_k = 0`` and ``top_p = 1`` disable the filters.
+    """
+
+    n_samples: int = 10
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 0.9
+    max_new_tokens: int = 50
+
+    def validate(self, where: str = "decoding") -> "DecodingSettings":
+        """Return self, or raise a one-line HNeuronsError naming ``<where>.<field>``."""
+        checks = [
+            ("n_samples", isinstance(self.n_samples, int) and self.n_samples >= 1, "an integer >= 1"),
+            ("temperature", isinstance(self.temperature, (int, float)) and self.temperature >= 0, ">= 0"),
+            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer >= 0 (0 = off)"),
+            ("top_p", isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1, "in (0, 1]"),
+            ("max_new_tokens", isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+             "an integer >= 1"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise HNeuronsError(f"{where}.{name}={getattr(self, name)!r}: expected {expected}")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def chat_prompt_ids(tokenizer, user_text: str) -> list[int]:
+    """Token ids of one user turn under the tokenizer's chat template, ready for the assistant.
+
+    No system message is added here; a template that inserts its own default system
+    line (SmolLM2, Qwen2) keeps it.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise HNeuronsError("tokenizer has no chat template; sampling needs an instruct model's template")
+    encoded = tokenizer.apply_chat_template([{"role": "user", "content": user_text}],
+                                            add_generation_prompt=True, tokenize=True, return_dict=True)
+    return [int(i) for i in encoded["input_ids"]]
+
+
+def sample_seed(base_seed: int, example_id: str, sample_index: int) -> int:
+    """A 63-bit generator seed for (example, sample), independent of batching and sharding."""
+    text = f"{int(base_seed)}\x1f{example_id}\x1f{int(sample_index)}"
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Sorted ids that end a response: the model's EOS ids plus known end-of-turn tokens."""
+    ids: set[int] = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (eos if isinstance(eos, (list, tuple)) else [eos]):
+        if value is not None:
+            ids.add(int(value))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    vocab = tokenizer.get_vocab()
+    for token in END_OF_TURN_TOKENS:
+        if token in vocab and token in tokenizer.all_special_tokens:
+            ids.add(int(vocab[token]))
+    if not ids:
+        raise HNeuronsError("tokenizer and model define no EOS / end-of-turn token; cannot stop generation")
+    return sorted(ids)
+
+
+def sample_next(logits: torch.Tensor, uniforms: torch.Tensor, settings: DecodingSettings) -> torch.Tensor:
+    """Next token per row: int64[b] from logits float[b, vocab] and uniforms float64[b] in [0, 1).
+
+    Temperature, then top-k, then top-p (nucleus: keep the most probable tokens until
+    their mass reaches top_p, at least one), then inverse-CDF sampling with the
+    row's uniform. Greedy (T=0) is the argmax and ignores ``uniforms``.
+    """
+    if settings.greedy:
+        return logits.argmax(dim=-1)
+    vocab = logits.shape[-1]
+    k = vocab if settings.top_k <= 0 else min(settings.top_k, vocab)
+    values, index = (logits.float() / settings.temperature).topk(k, dim=-1)
+    probs = torch.softmax(values.double(), dim=-1)
+    cumulative = probs.cumsum(dim=-1)
+    keep = (cumulative - probs) < settings.top_p
+    keep[:, 0] = True
+    probs = probs * keep
+    cdf = (probs / probs.sum(dim=-1, keepdim=True)).cumsum(dim=-1)
+    choice = (cdf < uniforms[:, None]).sum(dim=-1)
+    choice = torch.minimum(choice, keep.sum(dim=-1) - 1)
+    return index.gather(-1, choice[:, None]).squeeze(-1)
+
+
+def _row_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
+    """float64[len(seeds), steps]: each row's own uniform stream."""
+    rows = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(int(seed))
+        rows.append(torch.rand(steps, generator=generator, dtype=torch.float64))
+    return torch.stack(rows)
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids int64[n, L], mask int64[n, L]) with prompts right-aligned."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def _generate_batch(model, prompts: Sequence[Sequence[int]], uniforms: torch.Tensor,
+                    settings: DecodingSettings, stops: torch.Tensor, pad_id: int) -> list[list[int]]:
+    """Decode one batch; identical prompts share a prefill. Returns ids without the stop token."""
+    from transformers import DynamicCache
+
+    device = input_device(model)
+    unique: dict[tuple[int, ...], int] = {}
+    inverse = torch.tensor([unique.setdefault(tuple(p), len(unique)) for p in prompts], dtype=torch.long)
+    ids, mask = _left_pad(list(unique), pad_id)
+    positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                cache=cache, use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1, :][inverse.to(out.logits.device)]
+    if len(unique) != len(prompts):
+        cache.batch_select_indices(inverse.to(device))
+    mask = mask[inverse]
+    next_pos = mask.sum(dim=-1)
+    alive = torch.arange(len(prompts))          # original row of each live batch row
+    outputs: list[list[int]] = [[] for _ in prompts]
+    stops_dev = stops.to(logits.device)
+    for step in range(settings.max_new_tokens):
+        tokens = sample_next(logits, uniforms[alive, step].to(logits.device), settings)
+        stopped = torch.isin(tokens, stops_dev).cpu()
+        for row, token, stop in zip(alive.tolist(), tokens.cpu().tolist(), stopped.tolist()):
+            if not stop:
+                outputs[row].append(token)
+        if step == settings.max_new_tokens - 1 or bool(stopped.all()):
+            break
+        if bool(stopped.any()):
+            keep = (~stopped).nonzero().squeeze(-1)
+            alive, mask, next_pos, tokens = alive[keep], mask[keep], next_pos[keep], tokens[keep.to(tokens.device)]
+            cache.batch_select_indices(keep.to(device))
+        mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype)], dim=-1)
+        out = model(input_ids=tokens[:, None].to(device), attention_mask=mask.to(device),
+                    position_ids=next_pos[:, None].to(device), cache=cache, use_cache=True)
+        logits = out.logits[:, -1, :]
+        next_pos = next_pos + 1
+    return outputs
+
+
+def _check_inputs(prompts, settings: DecodingSettings, seeds, batch_size: int) -> None:
+    settings.validate()
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise HNeuronsError(f"batch_size={batch_size!r}: expected an integer >= 1")
+    if any(len(p) == 0 for p in prompts):
+        raise HNeuronsError("generate: an empty prompt was given")
+    if seeds is None and not settings.greedy:
+        raise HNeuronsError("generate: sampling (temperature > 0) needs one seed per prompt")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise HNeuronsError(f"generate: {len(seeds)} seeds for {len(prompts)} prompts")
+
+
+def generate(model, tokenizer, prompts: Sequence[list[int]], settings: DecodingSettings,
+             seeds: Sequence[int] | None, batch_size: int, progress: bool = False) -> list[list[int]]:
+    """One response per prompt row, decoded in consecutive batches of ``batch_size`` rows.
+
+    prompts: token ids (e.g. from :func:`chat_prompt_ids`); callers repeat a prompt
+    once per sample with different seeds (keep the repeats adjacent so they share a
+    prefill). seeds: one per row (e.g. :func:`sample_seed`); may be None for greedy.
+    Returns generated ids per row without padding and without the trailing stop token.
+    """
+    _check_inputs(prompts, settings, seeds, batch_size)
+    stops = torch.tensor(stop_token_ids(model, tokenizer), dtype=torch.long)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(stops[0])
+    results: list[list[int]] = []
+    bar = tqdm(total=len(prompts), desc="sampling", unit="resp", disable=not progress, leave=False)
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        batch_seeds = seeds[start:start + batch_size] if seeds is not None else [0] * len(batch)
+        uniforms = _row_uniforms(batch_seeds, settings.max_new_tokens)
+        results.extend(_generate_batch(model, batch, uniforms, settings, stops, pad_id))
+        bar.update(len(batch))
+    bar.close()
+    return results
+
+
+_CODE_SHA = sha256_file(__file__)
+
+
+def batch_cache_key(prompts: Sequence[list[int]], seeds: Sequence[int] | None, settings: DecodingSettings,
+                    salt: str) -> str:
+    """Hex key of one batch's generation inputs (this module's code included)."""
+    payload = json.dumps({"code": _CODE_SHA, "salt": salt, "settings": settings.as_dict(),
+                          "prompts": [list(map(int, p)) for p in prompts],
+                          "seeds": None if seeds is None else [int(s) for s in seeds]}, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def generate_cached(model, tokenizer, prompts: Sequence[list[int]], settings: DecodingSettings,
+                    seeds: Sequence[int] | None, batch_size: int, cache_dir: str | Path | None,
+                    salt: str = "", progress: bool = False, desc: str = "sampling") -> list[list[int]]:
+    """:func:`generate`, resumable: each completed batch is kept in ``cache_dir``.
+
+    A batch's file is named by :func:`batch_cache_key` (its prompts, seeds,
+    settings, ``salt`` — e.g. the model fingerprint and dtype — and this module's
+    code), written atomically, so an interrupted run loses at most the batch in
+    flight and a rerun returns exactly what an uninterrupted run returns.
+    ``cache_dir=None`` disables the cache.
+    """
+    _check_inputs(prompts, settings, seeds, batch_size)
+    results: list[list[int]] = []
+    bar = tqdm(total=len(prompts), desc=desc, unit="resp", disable=not progress)
+    for start in range(0, len(prompts), batch_size):
+        batch = list(prompts[start:start + batch_size])
+        batch_seeds = None if seeds is None else list(seeds[start:start + batch_size])
+        path = None
+        if cache_dir is not None:
+            path = Path(cache_dir) / f"{batch_cache_key(batch, batch_seeds, settings, salt)}.json"
+        cached = _read_batch(path, len(batch)) if path is not None else None
+        if cached is None:
+            cached = generate(model, tokenizer, batch, settings, batch_seeds, batch_size)
+            if path is not None:
+                write_json(path, cached)
+        results.extend(cached)
+        bar.update(len(batch))
+    bar.close()
+    return results
+
+
+def _read_batch(path: Path, n_rows: int) -> list[list[int]] | None:
+    """A cached batch, or None when absent or unreadable (then it is regenerated)."""
+    if not path.is_file():
+        return None
+    try:
+        value = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(value, list) or len(value) != n_rows:
+        return None
+    return [[int(t) for t in row] for row in value]
+
+
+# ---------------------------------------------------------------- consistency sampling (paper §2)
+
+PAPER_PROMPT = "{question} Respond with the answer only, without any explanation."
+SAMPLES_SCHEMA = pa.schema([
+    ("example_id", pa.string()), ("sample_index", pa.int32()), ("question", pa.string()),
+    ("answers", pa.list_(pa.string())), ("prompt_ids", pa.list_(pa.int32())),
+    ("response_ids", pa.list_(pa.int32())), ("finished", pa.bool_()), ("response", pa.string()),
+    ("correct", pa.bool_()), ("refusal", pa.bool_()), ("judge", pa.string()),
+    ("span_start", pa.int32()), ("span_end", pa.int32()), ("consistency", pa.int8()),
+    ("label", pa.int8()), ("split", pa.string()), ("representative", pa.bool_()),
+])
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one consistency-sampling run (see :func:`run_consistency`).
+
+    prompt_template: the user turn, with ``{question}`` (paper: PAPER_PROMPT).
+    early_stop_after: sample counts after which a question that can no longer be
+    labelled stops being sampled (labels are unchanged by this; see
+    judge.still_labelable); empty = always draw n_samples. min_agreement: see
+    judge.consistency_label. max_per_class: cap of the balanced selection (None =
+    as many as the smaller class). split_fractions: train / validation / test.
+    """
+
+    settings: DecodingSettings = field(default_factory=DecodingSettings)
+    prompt_template: str = PAPER_PROMPT
+    seed: int = 0
+    batch_size: int = 80
+    early_stop_after: tuple[int, ...] = ()
+    min_agreement: float = 1.0
+    max_per_class: int | None = None
+    split_fractions: dict[str, float] = field(
+        default_factory=lambda: {"train": 0.6, "validation": 0.2, "test": 0.2})
+
+    def validate(self, where: str = "sample") -> "RunConfig":
+        """Return self, or raise a one-line HNeuronsError naming ``<where>.<key>``."""
+        self.settings.validate(where)
+        if not isinstance(self.prompt_template, str) or "{question}" not in self.prompt_template:
+            raise HNeuronsError(f"{where}.prompt={self.prompt_template!r}: must contain {{question}}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise HNeuronsError(f"{where}.batch_size={self.batch_size!r}: expected an integer >= 1")
+        if any(not isinstance(c, int) or c < 1 for c in self.early_stop_after):
+            raise HNeuronsError(f"{where}.early_stop_after={list(self.early_stop_after)!r}: expected integers >= 1")
+        J.check_min_agreement(self.min_agreement, f"{where}.min_agreement")
+        if self.max_per_class is not None and (not isinstance(self.max_per_class, int) or self.max_per_class < 1):
+            raise HNeuronsError(f"{where}.max_per_class={self.max_per_class!r}: expected an integer >= 1 or null")
+        fractions = self.split_fractions
+        if (not isinstance(fractions, dict) or sorted(fractions) != ["test", "train", "validation"]
+                or any(not isinstance(v, (int, float)) or v < 0 for v in fractions.values())
+                or abs(sum(fractions.values()) - 1) > 1e-6 or fractions["train"] <= 0):
+            raise HNeuronsError(f"{where}.splits={fractions!r}: expected train/validation/test fractions "
+                                f"summing to 1, train > 0")
+        return self
+
+    def checkpoints(self) -> list[int]:
+        """Sample counts at which rounds end: early stops below n_samples, then n_samples."""
+        n = self.settings.n_samples
+        return sorted({c for c in self.early_stop_after if c < n}) + [n]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["early_stop_after"] = list(self.early_stop_after)
+        return out
+
+
+@dataclass
+class ConsistencyResult:
+    """table: SAMPLES_SCHEMA rows sorted by (question order, sample_index); counts/metrics: JSON-able."""
+
+    table: pa.Table
+    counts: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+@dataclass
+class _Question:
+    example_id: str
+    question: str
+    answers: list[str]
+    prompt: list[int]
+    responses: list[list[int]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    verdicts: list[Any] = field(default_factory=list)
+
+
+def _sample_round(model, tokenizer, open_items: list[_Question], start: int, stop: int, config: RunConfig,
+                  judge, cache_dir, cache_salt: str, progress: bool, label: str) -> None:
+    """Draw samples [start, stop) of every open question, decode and judge them (in place)."""
+    rows = [(item, index) for item in open_items for index in range(start, stop)]
+    if not rows:
+        return
+    prompts = [item.prompt for item, _ in rows]
+    seeds = [sample_seed(config.seed, item.example_id, index) for item, index in rows]
+    outputs = generate_cached(model, tokenizer, prompts, config.settings, seeds, config.batch_size, cache_dir,
+                              salt=cache_salt, progress=progress, desc=label)
+    for (item, _), ids in zip(rows, outputs):
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        item.responses.append(ids)
+        item.texts.append(text)
+        item.verdicts.append(judge.judge(item.question, text, item.answers))
+
+
+def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Sequence[str],
+                    answers: Sequence[Sequence[str]], config: RunConfig, judge, cache_dir: str | Path | None = None,
+                    cache_salt: str = "", progress: bool = False) -> ConsistencyResult:
+    """Sample every question ``n_samples`` times, judge, label, pick representatives, select and split.
+
+    Paper §2: consistently correct (label 0) / consistently wrong without refusals
+    (label 1); the representative is the most frequent normalized answer; a
+    balanced seeded selection is split by question id. Sampling runs in rounds
+    (``config.checkpoints()``); after each, questions that can no longer be labelled
+    are not sampled further, so they have fewer rows. ``judge``: an object with
+    ``name`` and ``judge(question, response, aliases) -> Judgement``.
+    """
+    config.validate()
+    if not example_ids:
+        raise HNeuronsError("sample: the question list is empty")
+    if len(set(example_ids)) != len(example_ids):
+        raise HNeuronsError("sample: duplicate example_id in the question list")
+    items = [_Question(str(i), q, [str(a) for a in ans], chat_prompt_ids(
+        tokenizer, config.prompt_template.format(question=q.strip())))
+        for i, q, ans in zip(example_ids, questions, answers)]
+    n = config.settings.n_samples
+    open_items, done = items, 0
+    checkpoints = config.checkpoints()
+    for number, stop in enumerate(checkpoints, 1):
+        _sample_round(model, tokenizer, open_items, done, stop, config, judge, cache_dir, cache_salt, progress,
+                      f"sampling round {number}/{len(checkpoints)}")
+        done = stop
+        open_items = [item for item in open_items if J.still_labelable(
+            [v.correct for v in item.verdicts], [v.refusal for v in item.verdicts], n, config.min_agreement)]
+    consistency = [J.consistency_label([v.correct for v in item.verdicts], [v.refusal for v in item.verdicts],
+                                       config.min_agreement) if len(item.verdicts) == n else J.UNLABELLED
+                   for item in items]
+    selection_seed = sample_seed(config.seed, "sample.select", 0)
+    selected = J.select_balanced(consistency, config.max_per_class, selection_seed)
+    splits = J.assign_splits([item.example_id for item in items], consistency, selected,
+                             config.split_fractions, selection_seed)
+    representatives = [J.representative_index(item.texts, [v.correct for v in item.verdicts], label)
+                       if sel else None for item, label, sel in zip(items, consistency, selected)]
+    table = _samples_table(items, consistency, selected, splits, representatives, config)
+    counts = _counts(items, consistency, selected, splits)
+    metrics = _metrics(items, consistency, selected, representatives, config, judge.name, counts)
+    return ConsistencyResult(table, counts, metrics)
+
+
+def _samples_table(items, consistency, selected, splits, representatives, config: RunConfig) -> pa.Table:
+    columns: dict[str, list] = {name: [] for name in SAMPLES_SCHEMA.names}
+    for item, cons, sel, split, rep in zip(items, consistency, selected, splits, representatives):
+        for index, (ids, text, verdict) in enumerate(zip(item.responses, item.texts, item.verdicts)):
+            span = verdict.span or (-1, -1)
+            values = {
+                "example_id": item.example_id, "sample_index": index, "question": item.question,
+                "answers": item.answers, "prompt_ids": item.prompt, "response_ids": ids,
+                "finished": len(ids) < config.settings.max_new_tokens, "response": text,
+                "correct": bool(verdict.correct), "refusal": bool(verdict.refusal), "judge": verdict.judge,
+                "span_start": span[0], "span_end": span[1], "consistency": cons,
+                "label": cons if sel else -1, "split": split, "representative": rep == index,
+            }
+            for name, value in values.items():
+                columns[name].append(value)
+    return pa.Table.from_pydict(columns, schema=SAMPLES_SCHEMA)
+
+
+def _counts(items, consistency, selected, splits) -> dict[str, Any]:
+    return {
+        "questions": len(items), "rows": sum(len(item.responses) for item in items),
+        "consistent": {"faithful": consistency.count(0), "hallucinated": consistency.count(1)},
+        "selected_per_class": sum(selected) // 2,
+        "splits": {name: splits.count(name) for name in ("train", "validation", "test")},
+    }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _metrics(items, consistency, selected, representatives, config: RunConfig, judge_name: str,
+             counts: dict[str, Any]) -> dict[str, Any]:
+    """Yield, refusal rate, per-sample accuracy, truncation and response lengths per class."""
+    verdicts = [v for item in items for v in item.verdicts]
+    lengths = [len(ids) for item in items for ids in item.responses]
+    first = config.checkpoints()[0]  # every question has at least this many samples: unbiased rates
+    first_round = [v for item in items for v in item.verdicts[:first]]
+    classes = {"faithful": 0, "hallucinated": 1}
+    rep_tokens, sample_tokens = {}, {}
+    for name, cls in classes.items():
+        rep_tokens[name] = _mean([len(item.responses[rep]) for item, rep, sel, c in
+                                  zip(items, representatives, selected, consistency) if sel and c == cls])
+        sample_tokens[name] = _mean([len(ids) for item, c in zip(items, consistency) if c == cls
+                                     for ids in item.responses])
+    return {
+        "judge": judge_name,
+        "questions_seen": len(items),
+        "samples_drawn": len(verdicts),
+        "questions_stopped_early": sum(len(item.responses) < config.settings.n_samples for item in items),
+        "consistent": counts["consistent"],
+        "yield": {name: round(consistency.count(cls) / len(items), 4) for name, cls in classes.items()},
+        "selected_per_class": counts["selected_per_class"],
+        "splits": counts["splits"],
+        "refusal_rate": round(sum(v.refusal for v in verdicts) / len(verdicts), 4),
+        "first_round": {"samples": len(first_round),
+                        "accuracy": round(sum(v.correct for v in first_round) / len(first_round), 4),
+                        "refusal_rate": round(sum(v.refusal for v in first_round) / len(first_round), 4)},
+        "truncated_rate": round(sum(n >= config.settings.max_new_tokens for n in lengths) / len(lengths), 4),
+        "mean_response_tokens": {"all_samples": _mean(lengths), "consistent_samples": sample_tokens,
+                                 "selected_representatives": rep_tokens},
+    }

@@ -1,0 +1,128 @@
+"""sample@<family>: consistency sampling and judging (paper §2, §6.1.1).
+
+data/prepared/<dataset>.parquet + models/llm/<family>/instruct/
+  -> data/samples/<family>/<dataset>.parquet   (every sample, its judgement, per-question label and split)
+  -> reports/sample/<family>/metrics.json
+
+Completed generation batches are kept in <base.cache_dir>/sample/<family>/ (keyed
+by their inputs, not a DVC output), so an interrupted run resumes and gives the
+same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hneurons.errors import HNeuronsError
+from stages._common import load_params, param, run, setup_torch
+
+log = logging.getLogger("sample")
+
+
+def decoding_settings(params: dict[str, Any]):
+    from hneurons.generate import DecodingSettings
+
+    keys = ("n_samples", "temperature", "top_k", "top_p", "max_new_tokens")
+    return DecodingSettings(**{key: param(params, f"sample.{key}") for key in keys}).validate("sample")
+
+
+def make_judge(config: Any):
+    """The judge named by ``sample.judge``: {kind: rule} or {kind: llm, base_url, model, api_key_env}.
+
+    For the LLM judge, base_url and model fall back to the environment variables
+    HNEURONS_JUDGE_BASE_URL and HNEURONS_JUDGE_MODEL; the key is read only from the
+    environment variable named by api_key_env (default OPENAI_API_KEY).
+    """
+    from hneurons.judge import LLMJudge, RuleJudge
+
+    kind = config.get("kind") if isinstance(config, dict) else None
+    if kind == "rule":
+        return RuleJudge()
+    if kind == "llm":
+        return LLMJudge(config.get("base_url") or os.environ.get("HNEURONS_JUDGE_BASE_URL", ""),
+                        config.get("model") or os.environ.get("HNEURONS_JUDGE_MODEL", ""),
+                        api_key_env=config.get("api_key_env") or "OPENAI_API_KEY",
+                        where="sample.judge")
+    raise HNeuronsError(f"sample.judge.kind={kind!r}: expected 'rule' or 'llm'")
+
+
+def read_questions(path: Path, n_questions: Any):
+    """(example_ids, questions, answers, n_without_answers) of the first ``n_questions`` answerable rows."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise HNeuronsError(f"{path}: not found (run the prepare stage)")
+    table = pq.read_table(path, columns=["example_id", "question", "answers"]).to_pydict()
+    if not table["example_id"]:
+        raise HNeuronsError(f"{path}: no questions")
+    rows = [(i, q, [a for a in (ans or []) if a]) for i, q, ans in
+            zip(table["example_id"], table["question"], table["answers"])]
+    answerable = [row for row in rows if row[2]]
+    if not answerable:
+        raise HNeuronsError(f"{path}: no question has answers; the rule and LLM judges need reference answers")
+    if n_questions is not None:
+        if not isinstance(n_questions, int) or n_questions < 1:
+            raise HNeuronsError(f"sample.n_questions={n_questions!r}: expected an integer >= 1 or null")
+        answerable = answerable[:n_questions]
+    ids, questions, answers = (list(col) for col in zip(*answerable))
+    return ids, questions, answers, len(rows) - len(answerable)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise HNeuronsError("usage: python -m stages.sample FAMILY")
+    family = argv[0]
+    params = load_params()
+    setup_torch(params)
+    from hneurons import generate as cr
+    from hneurons.io import read_json, write_json, write_parquet
+    from hneurons.models import load_causal_lm
+
+    families = param(params, "sample.families")
+    if family not in (families or []):
+        raise HNeuronsError(f"sample.families: {family!r} is not listed ({', '.join(families or []) or 'none'})")
+    settings = decoding_settings(params)
+    dataset = param(params, "sample.dataset")
+    model_dir = Path("models/llm") / family / "instruct"
+    if not (model_dir / "fingerprint.json").is_file():
+        raise HNeuronsError(f"{model_dir}/fingerprint.json: not found (run the model stage for {family}-instruct)")
+    fingerprint = read_json(model_dir / "fingerprint.json")
+    ids, questions, answers, n_unanswerable = read_questions(Path("data/prepared") / f"{dataset}.parquet",
+                                                             param(params, "sample.n_questions", None))
+    config = cr.RunConfig(
+        settings=settings,
+        prompt_template=param(params, "sample.prompt"),
+        seed=int(param(params, "base.seed")),
+        batch_size=param(params, "sample.batch_size"),
+        early_stop_after=tuple(param(params, "sample.early_stop_after", []) or []),
+        min_agreement=param(params, "sample.min_agreement"),
+        max_per_class=param(params, "sample.max_per_class", None),
+        split_fractions=dict(param(params, "sample.splits")),
+    ).validate("sample")
+    judge = make_judge(param(params, "sample.judge"))
+    dtype = str(param(params, "base.dtype", "float32"))
+    model, tokenizer = load_causal_lm(model_dir, dtype)
+    cache_dir = Path(param(params, "base.cache_dir", ".cache/hneurons")) / "sample" / family
+    salt = f"{fingerprint['fingerprint']}:{dtype}:{param(params, 'base.threads', 0)}"
+    started = time.perf_counter()
+    result = cr.run_consistency(model, tokenizer, ids, questions, answers, config, judge,
+                                cache_dir=cache_dir, cache_salt=salt, progress=True)
+    elapsed = time.perf_counter() - started
+    metadata = {"family": family, "dataset": dataset, "model_fingerprint": fingerprint["fingerprint"],
+                "decoding": settings.as_dict(), "judge": judge.name, "seed": config.seed,
+                "config": config.as_dict(), "counts": result.counts}
+    write_parquet(Path("data/samples") / family / f"{dataset}.parquet", result.table, metadata)
+    metrics = dict(result.metrics, questions_without_answers=n_unanswerable)
+    write_json(Path("reports/sample") / family / "metrics.json", metrics)
+    log.info("%s: %d questions, %d samples, faithful %d / hallucinated %d consistent, %d per class selected, "
+             "%.0f s", family, metrics["questions_seen"], metrics["samples_drawn"],
+             metrics["consistent"]["faithful"], metrics["consistent"]["hallucinated"],
+             metrics["selected_per_class"], elapsed)
+
+
+if __name__ == "__main__":
+    run(main)
