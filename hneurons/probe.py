@@ -40,7 +40,7 @@ from hneurons.errors import HNeuronsError
 LABELLINGS = ("3-vs-1", "1-vs-1")
 SOLVERS = ("working_set", "liblinear")
 LIBLINEAR_MAX_NNZ = 2**31 - 1
-_BLOCK_BYTES = 64 << 20
+_BLOCK_BYTES = 16 << 20
 
 TaskAccuracy = Callable[[np.ndarray], float]
 
@@ -113,7 +113,7 @@ def xt_dot(X: np.ndarray, r: np.ndarray, mean: np.ndarray | None = None,
     """``X~^T r`` as float64[n_features], streaming over row blocks.
 
     X~ is X, or (X - mean) / scale when both are given. Each block is converted to
-    float64 (a bounded copy, at most 64 MiB), so the sums are exact to float64.
+    float64 (a bounded copy, at most 16 MiB), so the sums are exact to float64.
     """
     r = np.asarray(r, dtype=np.float64)
     out = np.zeros(X.shape[1], dtype=np.float64)
@@ -186,8 +186,8 @@ class L1Probe(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, C: float = 1.0, tol: float = 1e-6, standardize: bool = False,
-                 solver: str = "working_set", max_iter: int = 1000, screen_size: int = 1000,
-                 max_add: int = 1000, kkt_tol: float = 1e-3, max_rounds: int = 50,
+                 solver: str = "working_set", max_iter: int = 1000, screen_size: int = 500,
+                 max_add: int = 500, kkt_tol: float = 1e-3, max_rounds: int = 50,
                  random_state: int | None = 42, progress: bool = False) -> None:
         self.C = C
         self.tol = tol

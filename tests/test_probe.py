@@ -267,3 +267,174 @@ def test_h_neuron_frame(data):
     assert (frame["layer"] * 100 + frame["neuron"] == frame["flat_index"]).all()
     assert (frame["weight"] > 0).all()
     assert frame.set_index("flat_index").loc[pos, "selection_frequency"].eq(0.75).all()
+
+
+# ------------------------------------------------------------------ the stage, end to end
+
+N_LAYERS, D_FFN = 2, 48  # the tiny llama of tests/tiny.py
+PLANTED = np.array([5, 50, 70])
+
+
+def write_stage_inputs(root, model_dir, n_questions=90, seed=0):
+    """A workspace for `stages.probe tiny`: params.yaml, activations, samples, model link."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    from hneurons.activations import write_activations
+    from hneurons.generate import chat_prompt_ids
+    from hneurons.models import load_causal_lm
+
+    rng = np.random.default_rng(seed)
+    ids = [f"q{i:03d}" for i in range(n_questions)]
+    label = np.arange(n_questions) % 2
+    pattern = np.array(["train", "train", "train", "validation", "test"])
+    split = pattern[(np.arange(n_questions) // 2) % 5]  # per class: 3/5 train, 1/5 validation, 1/5 test
+    frame = pd.DataFrame({
+        "example_id": np.repeat(ids, 2), "dataset": "triviaqa", "label": np.repeat(label, 2).astype(np.int8),
+        "region": ["answer", "other"] * n_questions, "split": np.repeat(split, 2),
+        "n_tokens": rng.integers(1, 5, 2 * n_questions).astype(np.int32),
+        "response_tokens": np.repeat(rng.integers(2, 20, n_questions), 2).astype(np.int32)})
+    X = rng.lognormal(np.log(0.02), 0.4, (2 * n_questions, N_LAYERS * D_FFN)).astype(np.float32)
+    hallucinated_answer = ((frame["region"] == "answer") & (frame["label"] == 1)).to_numpy()
+    X[np.ix_(hallucinated_answer, PLANTED)] *= 3.0
+    acts = root / "data/activations/tiny/instruct/triviaqa.parquet"
+    write_activations(acts, [(frame.iloc[i:i + 40], X[i:i + 40]) for i in range(0, len(frame), 40)],
+                      N_LAYERS, D_FFN, metadata={"fingerprint": "synthetic"})
+
+    (root / "models/llm/tiny").mkdir(parents=True)
+    (root / "models/llm/tiny/instruct").symlink_to(model_dir)
+    _, tokenizer = load_causal_lm(model_dir)
+    questions = [f"What is the capital of France {i}?" for i in range(n_questions)]
+    samples = pa.table({
+        "example_id": ids, "question": questions, "answers": [["Paris"]] * n_questions,
+        "prompt_ids": [chat_prompt_ids(tokenizer, q) for q in questions], "split": split.tolist()})
+    (root / "data/samples/tiny").mkdir(parents=True)
+    pq.write_table(samples, root / "data/samples/tiny/triviaqa.parquet")
+
+    with open(ROOT_PARAMS, encoding="utf-8") as handle:
+        params = yaml.safe_load(handle)
+    params["base"]["threads"] = 1
+    params["probe"].update({"families": ["tiny"], "C_grid": [0.3, 3, 30, 300], "n_bootstrap": 3,
+                            "n_ci_boot": 50, "screen_size": 10,
+                            "task": {"alpha": 0.0, "n_questions": 6, "max_new_tokens": 4, "batch_size": 8}})
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    return params
+
+
+from pathlib import Path  # noqa: E402
+
+ROOT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def stage_run(tmp_path_factory, tiny_model_dir):
+    """Run the probe stage twice in one synthetic workspace; return (root, outputs of run 1 as bytes)."""
+    import os
+
+    from stages import probe as stage
+
+    root = tmp_path_factory.mktemp("probe_stage")
+    write_stage_inputs(root, tiny_model_dir)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        stage.main(["tiny"])
+        first = {p.relative_to(root).as_posix(): p.read_bytes()
+                 for base in ("models/probe", "reports/probe") for p in sorted((root / base).rglob("*"))
+                 if p.is_file()}
+        stage.main(["tiny"])
+    finally:
+        os.chdir(cwd)
+    return root, first
+
+
+def test_stage_writes_h_neurons_probe_and_reports(stage_run):
+    import json
+
+    import pandas as pd
+
+    from hneurons.io import read_parquet_metadata
+
+    root, _ = stage_run
+    model_out, report = root / "models/probe/tiny", root / "reports/probe/tiny"
+    assert sorted(p.name for p in model_out.iterdir()) == [
+        "h_neurons.parquet", "neurons_by_C.parquet", "probe.json", "probe.safetensors", "stability.parquet"]
+    assert sorted(p.name for p in report.iterdir()) == [
+        "baselines.csv", "c_grid.csv", "count_vs_C.csv", "count_vs_C.png", "metric_vs_C.png", "metrics.json",
+        "per_layer.csv", "per_layer.png"]
+    h = pd.read_parquet(model_out / "h_neurons.parquet")
+    assert set(PLANTED) <= set(h["flat_index"])
+    assert (h["layer"] * D_FFN + h["neuron"] == h["flat_index"]).all() and (h["weight"] > 0).all()
+    assert h["selection_frequency"].between(0, 1).all()
+    assert read_parquet_metadata(model_out / "h_neurons.parquet")["family"] == "tiny"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["n_h_neurons"] == len(h)
+    assert metrics["per_mille"] == pytest.approx(1000 * len(h) / (N_LAYERS * D_FFN))
+    assert metrics["chosen_C"] in [0.3, 3, 30, 300]
+    grid = metrics["C_selection"]["grid"]
+    assert [row["C"] for row in grid] == [0.3, 3, 30, 300] and sum(row["chosen"] for row in grid) == 1
+    for row in grid:
+        assert 0 <= row["task_accuracy"] <= 1
+        assert row["score"] == pytest.approx(row["val_accuracy"] + row["task_accuracy"])
+    test = metrics["test"]
+    assert test["probe"]["accuracy"] > 0.8 and test["probe"]["auroc"] > 0.9
+    lo, hi = test["probe"]["auroc_ci95"]
+    assert lo <= test["probe"]["auroc"] <= hi
+    for variant in ("random", "random_layer_matched"):
+        assert test[variant]["n_seeds"] == 5 and len(test[variant]["per_seed"]) == 5
+        assert test[variant]["auroc"]["mean"] < test["h_neurons_l2"]["auroc"]
+    assert set(test["length"]) == {"response_tokens", "response_and_answer_tokens"}
+    assert test["length"]["response_tokens"]["auroc"] < 0.8  # length carries no signal in this data
+    baselines = pd.read_csv(report / "baselines.csv")
+    assert len(baselines) == 10
+    per_layer = pd.read_csv(report / "per_layer.csv")
+    assert per_layer["n_h_neurons"].sum() == len(h)
+    by_C = pd.read_parquet(model_out / "neurons_by_C.parquet")
+    assert set(by_C["C"]) <= {0.3, 3.0, 30.0, 300.0}
+
+
+def test_stage_outputs_are_byte_identical_on_rerun(stage_run):
+    root, first = stage_run
+    second = {p.relative_to(root).as_posix(): p.read_bytes()
+              for base in ("models/probe", "reports/probe") for p in sorted((root / base).rglob("*")) if p.is_file()}
+    assert first.keys() == second.keys()
+    assert [k for k in first if first[k] != second[k]] == []
+
+
+def test_saved_probe_reproduces_the_reported_test_accuracy(stage_run):
+    import json
+
+    from hneurons.activations import read_activations
+    from hneurons.stats import accuracy
+
+    root, _ = stage_run
+    loaded, meta = load_probe(root / "models/probe/tiny")
+    assert meta["d_ffn"] == D_FFN
+    frame, X = read_activations(root / "data/activations/tiny/instruct/triviaqa.parquet",
+                                {"split": "test", "region": "answer"})
+    metrics = json.loads((root / "reports/probe/tiny/metrics.json").read_text())
+    assert accuracy(frame["label"].to_numpy(), loaded.predict_proba(X)[:, 1]) == metrics["test"]["probe"]["accuracy"]
+
+
+def test_stage_bad_params_and_too_few_rows_are_one_line_errors(tmp_path, tiny_model_dir, monkeypatch):
+    import yaml
+
+    from stages import probe as stage
+
+    params = write_stage_inputs(tmp_path, tiny_model_dir, n_questions=10)
+    monkeypatch.chdir(tmp_path)
+    for key, value, pattern in (("C_grid", [1.0, -3], r"probe.C_grid: every C must be"),
+                                ("labelling", "2-vs-2", r"probe.labelling='2-vs-2'"),
+                                ("n_random_seeds", 2, r"probe.n_random_seeds=2: expected an integer >= 5")):
+        bad = {**params, "probe": {**params["probe"], key: value}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad), encoding="utf-8")
+        with pytest.raises(HNeuronsError, match=pattern):
+            stage.main(["tiny"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    with pytest.raises(HNeuronsError, match=r"split 'validation' has 1 hallucinated answer rows"):
+        stage.main(["tiny"])
+    with pytest.raises(HNeuronsError, match="not found"):
+        stage.main(["other-family"])
+    assert not (tmp_path / "models/probe").exists()
