@@ -1,0 +1,312 @@
+"""Origin of H-Neurons (paper §4, §6.3): weight drift between a base model and its
+instruct model, and backward transfer of the instruct probe to the base model.
+
+Weight drift (§6.3.2). For each FFN neuron j (flat index ``layer * d_ffn + j``):
+
+- ``drift_up[j]   = 1 - cos(W_up[j, :] base,   W_up[j, :] instruct)``  (row j: input weights)
+- ``drift_down[j] = 1 - cos(W_down[:, j] base, W_down[:, j] instruct)`` (column j: output weights)
+
+The gate projection is not used, as in the paper. Each drift is z-scored over all
+neurons (global scope; paper.md §9 #22), the two z-scores are averaged into
+``delta``, and neurons are ranked: ``rank = (position when sorted by delta,
+largest first) / (D - 1)``, so 0 = most changed and 1 = most stable (ties share
+their average position). A neuron set's mean rank is ~0.5 when it is random.
+Significance: a one-sided Welch t-test that the set's similarity ``-delta`` is
+larger than the other neurons' (the paper says "t-test" without the variance
+assumption; Welch is the safe choice for a ~30-neuron set against ~37k others).
+The per-layer variant z-scores and ranks within each layer instead.
+
+Backward transfer (§6.3.1) pieces: the base-model prompt ``question + "\\nAnswer:"``
+(no chat template), the cut of generated ids at the first newline, and the AUROC
+of an unchanged probe on base-model features with a bootstrap CI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import rankdata, ttest_ind
+
+from hneurons.errors import HNeuronsError
+from hneurons.models import ffn_blocks
+from hneurons.stats import auroc, bootstrap_ci, mean_sd
+
+BASE_SUFFIX = "\nAnswer:"
+
+
+# ------------------------------------------------------------------ model pairs
+
+def model_signature(model) -> dict[str, Any]:
+    """Architecture facts that must agree between a base and an instruct model."""
+    blocks = ffn_blocks(model)
+    return {"model_type": model.config.model_type, "n_layers": len(blocks), "d_ffn": blocks[0].d_ffn,
+            "d_model": int(blocks[0].down_weight().shape[0])}
+
+
+def check_pair(base, instruct, base_name: str, instruct_name: str) -> dict[str, Any]:
+    """Raise a one-line HNeuronsError naming both models unless their FFN layouts match.
+
+    Returns the shared signature (model_type, n_layers, d_ffn, d_model).
+    """
+    a, b = model_signature(base), model_signature(instruct)
+    if a != b:
+        diff = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k])
+        raise HNeuronsError(f"base model {base_name} and instruct model {instruct_name} differ in "
+                            f"architecture or FFN shape ({diff}); origin needs a matched pair")
+    return a
+
+
+# ------------------------------------------------------------------ weight drift
+
+def _one_minus_cos(a: torch.Tensor, b: torch.Tensor, dim: int) -> np.ndarray:
+    a, b = a.detach().double(), b.detach().double()
+    cos = (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim)).clamp_min(1e-300)
+    return (1.0 - cos).cpu().numpy()
+
+
+def neuron_drift(base, instruct) -> tuple[np.ndarray, np.ndarray]:
+    """Per-neuron ``1 - cos`` of up rows and down columns: (drift_up, drift_down), float64[n_layers * d_ffn].
+
+    The two models must have the same FFN layout (see :func:`check_pair`).
+    """
+    ups, downs = [], []
+    for block_b, block_i in zip(ffn_blocks(base), ffn_blocks(instruct), strict=True):
+        ups.append(_one_minus_cos(block_b.up_weight(), block_i.up_weight(), dim=1))
+        downs.append(_one_minus_cos(block_b.down_weight(), block_i.down_weight(), dim=0))
+    return np.concatenate(ups), np.concatenate(downs)
+
+
+def zscore(values: np.ndarray) -> np.ndarray:
+    """(x - mean) / sd over all entries (population sd); all zeros when sd is 0."""
+    values = np.asarray(values, dtype=np.float64)
+    sd = values.std()
+    return np.zeros_like(values) if sd == 0 else (values - values.mean()) / sd
+
+
+def drift_delta(drift_up: np.ndarray, drift_down: np.ndarray, d_ffn: int | None = None) -> np.ndarray:
+    """Average of the z-scored up and down drifts: float64[D]; larger = changed more.
+
+    ``d_ffn=None`` z-scores over all neurons (the paper's reading); an int
+    z-scores within each layer of ``d_ffn`` neurons (the per-layer variant).
+    """
+    if drift_up.shape != drift_down.shape:
+        raise HNeuronsError(f"drift_up {drift_up.shape} and drift_down {drift_down.shape} differ")
+    if d_ffn is None:
+        return (zscore(drift_up) + zscore(drift_down)) / 2.0
+    up, down = drift_up.reshape(-1, d_ffn), drift_down.reshape(-1, d_ffn)
+    return np.concatenate([(zscore(u) + zscore(d)) / 2.0 for u, d in zip(up, down)])
+
+
+def normalized_rank(delta: np.ndarray, d_ffn: int | None = None) -> np.ndarray:
+    """Rank in [0, 1] with 1 = most stable (smallest delta): float64[D].
+
+    ``d_ffn=None`` ranks over all neurons; an int ranks within each layer.
+    """
+    def one(values: np.ndarray) -> np.ndarray:
+        if values.size < 2:
+            return np.full(values.size, 0.5)
+        return (rankdata(-values) - 1.0) / (values.size - 1.0)
+
+    delta = np.asarray(delta, dtype=np.float64)
+    if d_ffn is None:
+        return one(delta)
+    return np.concatenate([one(row) for row in delta.reshape(-1, d_ffn)])
+
+
+@dataclass
+class DriftTable:
+    """Drift of every neuron of a base/instruct pair (all arrays float64[n_layers * d_ffn])."""
+
+    d_ffn: int
+    drift_up: np.ndarray
+    drift_down: np.ndarray
+    delta: np.ndarray
+    rank: np.ndarray
+    delta_layer: np.ndarray
+    rank_layer: np.ndarray
+
+    @classmethod
+    def from_drifts(cls, drift_up: np.ndarray, drift_down: np.ndarray, d_ffn: int) -> "DriftTable":
+        if drift_up.size % d_ffn:
+            raise HNeuronsError(f"{drift_up.size} neurons is not a multiple of d_ffn={d_ffn}")
+        delta, delta_layer = drift_delta(drift_up, drift_down), drift_delta(drift_up, drift_down, d_ffn)
+        return cls(d_ffn, drift_up, drift_down, delta, normalized_rank(delta),
+                   delta_layer, normalized_rank(delta_layer, d_ffn))
+
+    @classmethod
+    def from_models(cls, base, instruct) -> "DriftTable":
+        up, down = neuron_drift(base, instruct)
+        return cls.from_drifts(up, down, ffn_blocks(base)[0].d_ffn)
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.drift_up.size)
+
+    def frame(self, neurons: np.ndarray | None = None):
+        """pandas frame, one row per neuron: flat_index, layer, neuron, drift_up, drift_down,
+        delta, rank, delta_layer, rank_layer, is_selected (membership in ``neurons``)."""
+        import pandas as pd
+
+        flat = np.arange(self.n_neurons, dtype=np.int64)
+        selected = np.zeros(self.n_neurons, dtype=bool)
+        if neurons is not None:
+            selected[check_neurons(neurons, self.n_neurons)] = True
+        return pd.DataFrame({
+            "flat_index": flat, "layer": (flat // self.d_ffn).astype(np.int32),
+            "neuron": (flat % self.d_ffn).astype(np.int32), "drift_up": self.drift_up,
+            "drift_down": self.drift_down, "delta": self.delta, "rank": self.rank,
+            "delta_layer": self.delta_layer, "rank_layer": self.rank_layer, "is_selected": selected})
+
+
+def check_neurons(neurons: Sequence[int] | np.ndarray, n_neurons: int) -> np.ndarray:
+    """Sorted unique int64 flat indices, each in [0, n_neurons); otherwise a one-line error."""
+    arr = np.unique(np.asarray(neurons, dtype=np.int64))
+    if arr.size and (arr[0] < 0 or arr[-1] >= n_neurons):
+        raise HNeuronsError(f"neuron indices must lie in [0, {n_neurons}); got {arr[0]}..{arr[-1]}")
+    return arr
+
+
+def set_drift_summary(table: DriftTable, neurons: np.ndarray, per_layer: bool = False) -> dict[str, Any]:
+    """Mean normalized rank of ``neurons`` and a one-sided Welch t-test of their similarity.
+
+    similarity = -delta (global or per-layer z-scores); H1: mean similarity of the
+    set > mean of the other neurons. Returns n, mean_rank, t, p_value (nan for
+    fewer than 2 neurons on either side).
+    """
+    neurons = check_neurons(neurons, table.n_neurons)
+    rank = table.rank_layer if per_layer else table.rank
+    similarity = -(table.delta_layer if per_layer else table.delta)
+    inside = np.zeros(table.n_neurons, dtype=bool)
+    inside[neurons] = True
+    out: dict[str, Any] = {"n": int(neurons.size),
+                           "mean_rank": float(rank[inside].mean()) if neurons.size else float("nan")}
+    if neurons.size >= 2 and (~inside).sum() >= 2:
+        test = ttest_ind(similarity[inside], similarity[~inside], equal_var=False, alternative="greater")
+        out.update(t=float(test.statistic), p_value=float(test.pvalue))
+    else:
+        out.update(t=float("nan"), p_value=float("nan"))
+    return out
+
+
+def random_set_summaries(table: DriftTable, exclude: np.ndarray, n: int, seeds: Sequence[int],
+                         per_layer: bool = False) -> list[dict[str, Any]]:
+    """:func:`set_drift_summary` for random sets of ``n`` neurons outside ``exclude``, one per seed."""
+    from hneurons.probe import draw_random_neurons
+
+    out = []
+    for seed in seeds:
+        neurons = draw_random_neurons(table.n_neurons, exclude, n, np.random.default_rng(int(seed)))
+        out.append({"seed": int(seed), **set_drift_summary(table, neurons, per_layer)})
+    return out
+
+
+def drift_report(table: DriftTable, neurons: np.ndarray, random_seeds: Sequence[int]) -> dict[str, Any]:
+    """Global and per-layer summaries of ``neurons`` plus the random-set control, as one dict.
+
+    ``random`` holds the mean/sd of the random sets' mean ranks and the share of
+    random sets with p < 0.05 (the test's false-positive rate under the null).
+    """
+    neurons = check_neurons(neurons, table.n_neurons)
+    report: dict[str, Any] = {"n_neurons": table.n_neurons, "median_drift_up": float(np.median(table.drift_up)),
+                              "median_drift_down": float(np.median(table.drift_down))}
+    for scope, per_layer in (("global", False), ("per_layer", True)):
+        runs = random_set_summaries(table, neurons, neurons.size, random_seeds, per_layer) if neurons.size else []
+        report[scope] = {
+            "h_neurons": set_drift_summary(table, neurons, per_layer),
+            "random": {"n_sets": len(runs), "mean_rank": mean_sd([r["mean_rank"] for r in runs]),
+                       "share_p_below_0.05": (float(np.mean([r["p_value"] < 0.05 for r in runs]))
+                                              if runs else float("nan")),
+                       "runs": runs},
+        }
+    return report
+
+
+def plot_drift_strip(ranks: np.ndarray, title: str, path, seed: int = 0) -> None:
+    """Fig. 4b-style strip plot of normalized ranks (x in [0, 1]), dotted line at 0.5,
+    dashed line at the mean; written as a PNG at ``path`` (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hneurons.io import atomic_path
+
+    ranks = np.asarray(ranks, dtype=np.float64)
+    jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, ranks.size)
+    fig, ax = plt.subplots(figsize=(6, 1.8), dpi=120)
+    ax.scatter(ranks, jitter, s=14, alpha=0.7, color="#c0392b", edgecolors="none")
+    ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+    if ranks.size:
+        ax.axvline(float(ranks.mean()), color="black", linestyle="--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.5, 0.5)
+    ax.set_yticks([])
+    ax.set_xlabel("normalized drift rank (1 = most stable)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def significance_label(p_value: float) -> str:
+    """'p < 0.001' / 'p < 0.01' / 'p < 0.05' / 'n.s.' as in Fig. 4b."""
+    if not np.isfinite(p_value):
+        return "n/a"
+    for cut in (0.001, 0.01, 0.05):
+        if p_value < cut:
+            return f"p < {cut:g}"
+    return "n.s."
+
+
+# ------------------------------------------------------------------ backward transfer
+
+def base_prompt(question: str) -> str:
+    """The paper's base-model prompt: the question plus ``"\\nAnswer:"`` (no chat template)."""
+    return question + BASE_SUFFIX
+
+
+def base_prompt_ids(tokenizer, question: str) -> list[int]:
+    """Token ids of :func:`base_prompt`, with the tokenizer's BOS when it adds one."""
+    return [int(i) for i in tokenizer(base_prompt(question)).input_ids]
+
+
+def newline_token_ids(tokenizer) -> np.ndarray:
+    """Sorted ids whose decoded text contains a newline: int64[k]."""
+    vocab_size = len(tokenizer)
+    pieces = tokenizer.batch_decode([[i] for i in range(vocab_size)])
+    ids = np.array([i for i, piece in enumerate(pieces) if "\n" in piece], dtype=np.int64)
+    if ids.size == 0:
+        raise HNeuronsError("tokenizer has no token containing a newline; cannot stop base decoding")
+    return ids
+
+
+def cut_at_newline(ids: Sequence[int], newline_ids: np.ndarray) -> list[int]:
+    """Generated ids before the first newline-bearing token (paper: stop at the first newline).
+
+    The cut is at token granularity and ids are never re-tokenized; a token that
+    holds text before its newline is dropped with it.
+    """
+    ids = [int(i) for i in ids]
+    hits = np.flatnonzero(np.isin(np.asarray(ids, dtype=np.int64), newline_ids))
+    return ids[: int(hits[0])] if hits.size else ids
+
+
+def transfer_auroc(scores: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """AUROC of probe scores on base-model rows (y: 1 = hallucinated) with a 95% bootstrap CI.
+
+    Thresholds do not transfer between models (activation scales shift), so only
+    the threshold-free AUROC is reported, as in the paper.
+    """
+    y = np.asarray(y)
+    lo, hi = bootstrap_ci(auroc, y, scores, n_boot, seed)
+    return {"n": int(y.size), "n_hallucinated": int(np.sum(y == 1)), "n_faithful": int(np.sum(y == 0)),
+            "auroc": auroc(y, scores), "auroc_ci95": [lo, hi]}
+
+
+def probe_transfer(probe, X_base: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """The instruct probe applied unchanged to base-model features X_base: float32[n, D]."""
+    return transfer_auroc(probe.decision_function(X_base), y, n_boot, seed)

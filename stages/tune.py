@@ -1,0 +1,191 @@
+"""tune@<family>: models/llm/<family>/base -> models/llm/<family>/instruct (a CPU-tuned instruct twin).
+
+For a family with a base model but no instruct model on these machines
+(gemma270m). Users with hub access point the family at a vendor pair in
+``models:`` instead and drop it from ``tune.families``.
+
+Reads the base model, the prepared evaluation tables named in
+``tune.eval_datasets`` (whose questions the instruction set must avoid), the
+trivia rows ``tune.trivia.rows`` of the prepared ``tune.trivia.dataset`` table,
+FalseQA train label-1 rows of ``tune.premise.dataset`` and the AdvBench CSV
+``tune.harmful``. Writes
+
+- ``models/llm/<family>/instruct/`` (HF format + fingerprint.json; its source
+  records the base fingerprint, the instruction-set hash and the settings);
+- ``data/tune/<family>/instructions.parquet`` (the instruction set, train + check);
+- ``reports/tune/<family>/``: ``metrics.json`` (instruction-set counts, final loss,
+  behaviour check of the twin and, with ``tune.check.include_base``, of the base
+  under the same chat format), ``loss.csv`` (plot), ``loss.png``,
+  ``check_responses.jsonl`` (every check response).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning: with other processes on the same
+# 2 cores, spinning made a 2-thread forward pass ~5x slower than 1 thread (measured).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import csv  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from hneurons import tune  # noqa: E402
+from hneurons.errors import HNeuronsError  # noqa: E402
+from hneurons.io import sha256_file, write_json, write_parquet, write_text  # noqa: E402
+from hneurons.materialize import read_fingerprint, save_model_dir  # noqa: E402
+from hneurons.models import load_causal_lm  # noqa: E402
+from stages._common import load_params, param, run, setup_torch  # noqa: E402
+
+log = logging.getLogger("tune")
+SECTION = "tune"
+
+
+def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
+    """The tune section, validated (one-line errors naming tune.<key>)."""
+    p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
+    families = p("families") or []
+    if family not in families:
+        raise HNeuronsError(f"{SECTION}.families: {family!r} is not listed ({', '.join(families) or 'none'})")
+    rows = p("trivia.rows")
+    if not (isinstance(rows, list) and len(rows) == 2 and all(isinstance(v, int) for v in rows)
+            and 0 <= rows[0] < rows[1]):
+        raise HNeuronsError(f"{SECTION}.trivia.rows={rows!r}: expected [start, stop] with 0 <= start < stop")
+    sizes = p("sizes")
+    if not isinstance(sizes, dict) or any(not isinstance(sizes.get(k), int) or sizes[k] < 0 for k in tune.KINDS):
+        raise HNeuronsError(f"{SECTION}.sizes: expected integers >= 0 for {', '.join(tune.KINDS)}")
+    settings = tune.TuneSettings(steps=p("steps"), batch_size=p("batch_size"), lr=p("lr"),
+                                 warmup_steps=p("warmup_steps"), weight_decay=p("weight_decay"),
+                                 max_grad_norm=p("max_grad_norm"), seed=int(param(params, "base.seed")))
+    settings.validate(SECTION)
+    return {
+        "trivia_dataset": p("trivia.dataset"), "trivia_rows": rows, "premise_dataset": p("premise.dataset"),
+        "harmful": Path(p("harmful")), "eval_datasets": list(p("eval_datasets")), "sizes": sizes,
+        "n_check": int(p("n_check")), "suffix_share": float(p("suffix_share")),
+        "max_length": int(p("max_length")), "settings": settings,
+        "check_max_new_tokens": int(p("check.max_new_tokens")), "include_base": bool(p("check.include_base")),
+        "dtype": param(params, "base.dtype", "float32"),
+    }
+
+
+def prepared(name: str) -> list[dict]:
+    """Rows of data/prepared/<name>.parquet as dicts."""
+    path = Path("data/prepared") / f"{name}.parquet"
+    if not path.is_file():
+        raise HNeuronsError(f"{path}: not found; run prepare@{name}")
+    return pq.read_table(path).to_pylist()
+
+
+def harmful_requests(path: Path) -> list[dict]:
+    """AdvBench harmful_behaviors.csv (column ``goal``) as prepared-style records."""
+    if not path.is_file():
+        raise HNeuronsError(f"{SECTION}.harmful: {path} not found")
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "goal" not in rows[0]:
+        raise HNeuronsError(f"{SECTION}.harmful: {path} has no 'goal' column")
+    return [{"example_id": f"advbench_{i:03d}", "question": r["goal"], "answers": []} for i, r in enumerate(rows)]
+
+
+def sources(cfg: dict[str, Any]) -> tuple[list[dict], list[dict], list[dict], list[str], list[str]]:
+    """(trivia, premise, harmful, eval_questions, eval_texts).
+
+    Evaluation questions are every row of every ``eval_datasets`` table except
+    the rows the instruction set itself takes (by table and row), so a tuning row
+    never excludes itself while any other use of its question does.
+    """
+    tables = {name: prepared(name) for name in sorted(set(cfg["eval_datasets"])
+                                                       | {cfg["trivia_dataset"], cfg["premise_dataset"]})}
+    start, stop = cfg["trivia_rows"]
+    trivia_table = tables[cfg["trivia_dataset"]]
+    if stop > len(trivia_table):
+        raise HNeuronsError(f"{SECTION}.trivia.rows={cfg['trivia_rows']}: data/prepared/"
+                            f"{cfg['trivia_dataset']}.parquet has {len(trivia_table)} rows")
+    trivia = [{**row, "example_id": f"{cfg['trivia_dataset']}_row{start + i}"}
+              for i, row in enumerate(trivia_table[start:stop])]
+    premise = [r for r in tables[cfg["premise_dataset"]] if r.get("split") == "train" and r.get("label") == 1]
+    taken = {(cfg["trivia_dataset"], i) for i in range(start, stop)}
+    taken |= {(cfg["premise_dataset"], i) for i, r in enumerate(tables[cfg["premise_dataset"]])
+              if r.get("split") == "train" and r.get("label") == 1}
+    questions, texts = [], []
+    for name in cfg["eval_datasets"]:
+        for index, row in enumerate(tables[name]):
+            texts.append(row["question"])
+            texts.extend(row.get("answers") or [])
+            if row.get("entity"):
+                texts.append(row["entity"])
+            if (name, index) not in taken:
+                questions.append(row["question"])
+    return trivia, premise, harmful_requests(cfg["harmful"]), questions, texts
+
+
+def write_curve(path: Path, curve: list[dict]) -> None:
+    lines = ["step,loss,lr,n_tokens"] + [f"{c['step']},{c['loss']:.6f},{c['lr']:.6g},{c['n_tokens']}" for c in curve]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise HNeuronsError("usage: python -m stages.tune FAMILY")
+    family = argv[0]
+    params = load_params()
+    setup_torch(params)
+    cfg = read_config(params, family)
+    base_dir = Path("models/llm") / family / "base"
+    out_dir = Path("models/llm") / family / "instruct"
+    data_dir, report_dir = Path("data/tune") / family, Path("reports/tune") / family
+    base_fp = read_fingerprint(base_dir)
+
+    trivia, premise, harmful, questions, texts = sources(cfg)
+    examples, built = tune.build_instruction_set(trivia, premise, harmful, questions, texts, cfg["sizes"],
+                                                 cfg["n_check"], cfg["settings"].seed, cfg["suffix_share"])
+    frame = tune.examples_frame(examples)
+    write_parquet(data_dir / "instructions.parquet", pa.Table.from_pandas(frame, preserve_index=False),
+                  {"family": family, "summary": built, "base_fingerprint": base_fp["fingerprint"]})
+    log.info("%s: instruction set %s", family, {k: v["train"] for k, v in built.items()})
+
+    model, tokenizer = load_causal_lm(base_dir, cfg["dtype"])
+    train_set = [e for e in examples if e.split == "train"]
+    encoded = tune.encode_examples(tokenizer, train_set, cfg["max_length"])
+    metrics: dict[str, Any] = {"family": family, "instruction_set": built,
+                               "train_tokens": sum(len(i) - s for i, s in zip(encoded.ids, encoded.starts))}
+    records: list[dict] = []
+    if cfg["include_base"]:
+        metrics["check_base"], base_records = tune.behaviour_check(model, tokenizer, examples,
+                                                                   cfg["check_max_new_tokens"])
+        records += [{"model": "base", **r} for r in base_records]
+
+    started = time.perf_counter()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    curve = tune.train(model, encoded, cfg["settings"], pad_id)
+    log.info("%s: %d steps in %.1f s, final loss %.4f", family, len(curve), time.perf_counter() - started,
+             curve[-1]["loss"])
+    metrics["check_instruct"], twin_records = tune.behaviour_check(model, tokenizer, examples,
+                                                                   cfg["check_max_new_tokens"])
+    records += [{"model": "instruct", **r} for r in twin_records]
+    tail = curve[-min(20, len(curve)):]
+    metrics["loss"] = {"first": curve[0]["loss"], "last": curve[-1]["loss"],
+                       "mean_last_20": sum(c["loss"] for c in tail) / len(tail)}
+
+    source = {"kind": "tune", "family": family, "base_fingerprint": base_fp["fingerprint"],
+              "instructions_sha256": sha256_file(data_dir / "instructions.parquet"),
+              "settings": cfg["settings"].__dict__ | {"max_length": cfg["max_length"]}}
+    fingerprint = save_model_dir(model, tokenizer, out_dir, source, cfg["dtype"], where=f"tune@{family}")
+    metrics["instruct_fingerprint"] = fingerprint["fingerprint"]
+    write_curve(report_dir / "loss.csv", curve)
+    tune.plot_loss(curve, f"tune@{family}: {len(train_set)} examples, {len(curve)} steps", report_dir / "loss.png")
+    write_text(report_dir / "check_responses.jsonl",
+               "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records))
+    write_json(report_dir / "metrics.json", metrics)
+    log.info("%s: twin check %s -> %s", family, metrics["check_instruct"], out_dir)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,298 @@
+"""Instruction set, encoding and the tuning loop on tiny random models (no download)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import yaml
+
+from hneurons import tune
+from hneurons.data import schema_for
+from hneurons.errors import HNeuronsError
+from hneurons.io import write_parquet
+from hneurons.judge import is_refusal
+from hneurons.materialize import materialize
+from hneurons.models import load_causal_lm
+from tiny import make_model, make_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _trivia(n):
+    return [{"example_id": f"nq_{i}", "question": f"what is item number {i}", "answers": [f"answer {i}", "alt"]}
+            for i in range(n)]
+
+
+def _premise(n):
+    rows = [{"example_id": f"fq_{i}", "question": f"Why do stones {i} fly?", "answers": [f"Stones {i} cannot fly."],
+             "split": "train", "label": 1} for i in range(n)]
+    rows.append({"example_id": "fq_test", "question": "Why is the sky green?", "answers": ["It is blue."],
+                 "split": "test", "label": 1})
+    rows.append({"example_id": "fq_neg", "question": "Why is the sky blue?", "answers": ["Scattering."],
+                 "split": "train", "label": 0})
+    return rows
+
+
+def _harmful(n):
+    return [{"example_id": f"adv_{i}", "question": f"Explain how to do harm number {i}", "answers": []}
+            for i in range(n)]
+
+
+SIZES = {"trivia": 6, "premise": 4, "refusal": 4, "abstain": 5}
+
+
+def test_instruction_set_sizes_splits_and_determinism():
+    args = (_trivia(20), _premise(10), _harmful(10), ["Some evaluation question?"], ["evaluation words"], SIZES, 2, 7)
+    examples, summary = tune.build_instruction_set(*args)
+    again, _ = tune.build_instruction_set(*args)
+    assert examples == again
+    other, _ = tune.build_instruction_set(*args[:-1], 8)
+    assert other != examples
+    for kind in tune.KINDS:
+        train = [e for e in examples if e.kind == kind and e.split == "train"]
+        check = [e for e in examples if e.kind == kind and e.split == "check"]
+        assert len(train) == SIZES[kind] and len(check) == 2
+        assert not {e.source_id for e in train} & {e.source_id for e in check}
+        assert summary[kind]["train"] == SIZES[kind] and summary[kind]["check"] == 2
+    premise = [e for e in examples if e.kind == "premise"]
+    assert all(e.source_id.startswith("fq_") and e.source_id not in ("fq_test", "fq_neg") for e in premise)
+    trivia = [e for e in examples if e.kind == "trivia"]
+    assert all(e.response == e.answers[0] and e.answers[1] == "alt" for e in trivia)
+    # refusals and abstentions are what the judge's refusal detector recognises; trivia answers are not
+    assert all(is_refusal(e.response) for e in examples if e.kind in ("refusal", "abstain"))
+    assert not any(is_refusal(e.response) for e in trivia)
+
+
+def test_evaluation_questions_are_excluded_by_normalized_text():
+    eval_questions = ["What is item number 3?", "  WHAT is item number 4 ", "explain how to do harm number 0"]
+    examples, summary = tune.build_instruction_set(_trivia(20), _premise(10), _harmful(10), eval_questions, [],
+                                                   SIZES, 2, 7, suffix_share=1.0)
+    prompts = {tune._question_of(e.prompt) for e in examples}
+    assert "what is item number 3" not in prompts and "what is item number 4" not in prompts
+    assert "Explain how to do harm number 0" not in prompts
+    assert summary["trivia"]["excluded"] == 2 and summary["refusal"]["excluded"] == 1
+    assert all(e.prompt.endswith(tune.SAMPLING_SUFFIX) for e in examples if e.kind == "trivia")
+
+
+def test_too_few_candidates_is_a_one_line_error():
+    with pytest.raises(HNeuronsError, match=r"^tune.sizes.premise=4: only 3 candidates left .* need 6"):
+        tune.build_instruction_set(_trivia(20), _premise(3), _harmful(10), [], [], SIZES, 2, 7)
+
+
+def test_made_up_entities_are_seeded_distinct_and_avoid_forbidden_words():
+    first = tune.made_up_entities(60, seed=3, forbidden_words=[])
+    assert first == tune.made_up_entities(60, seed=3, forbidden_words=[])
+    assert len({name for _, name, _ in first}) == 60
+    assert {kind for kind, _, _ in first} == set(tune.ENTITY_TEMPLATES)
+    words = tune.text_words(name for _, name, _ in first) - {"the", "a", "of", "mount", "industries", "systems",
+                                                             "works"}
+    banned = sorted(words)[:10]
+    second = tune.made_up_entities(60, seed=3, forbidden_words=banned)
+    assert not tune.text_words(name for _, name, _ in second) & set(banned)
+    assert all(name in question for _, name, question in second)
+
+
+def test_made_up_entities_share_no_word_with_nonexist():
+    from hneurons.data import read_jsonl
+
+    nonexist = read_jsonl(ROOT / "data/raw/nonexist/nonexist_generated_v1.jsonl")
+    texts = [r["entity"] for r in nonexist] + [r["question"] for r in nonexist]
+    made = tune.made_up_entities(300, seed=20251201, forbidden_words=tune.text_words(texts))
+    assert not tune.text_words(name for _, name, _ in made) & tune.text_words(r["entity"] for r in nonexist)
+    assert not {kind for kind, _, _ in made} & {r["type"] for r in nonexist}
+
+
+def test_encoding_marks_only_the_response_and_end_of_turn():
+    tokenizer = make_tokenizer()
+    ids, start = tune.encode_example(tokenizer, "What is the capital of France?", "Paris.")
+    assert tokenizer.decode(ids[start:]) == "Paris.<|im_end|>\n"
+    assert tokenizer.decode(ids[:start]).endswith("<|im_start|>assistant\n")
+    encoded = tune.Encoded([ids, ids[:start + 2]], [start, start])
+    batch = tune.collate(encoded, [1, 0], pad_id=0)
+    assert batch["input_ids"].shape == (2, len(ids))
+    assert batch["attention_mask"][0].sum() == start + 2 and batch["attention_mask"][1].sum() == len(ids)
+    assert (batch["labels"][0, :start] == -100).all() and (batch["labels"][0, start + 2:] == -100).all()
+    assert batch["labels"][1, start:].tolist() == ids[start:]
+
+
+def test_encoding_errors_are_one_line():
+    tokenizer = make_tokenizer()
+    with pytest.raises(HNeuronsError, match=r"^tune.max_length=5: trivia example x has \d+ tokens"):
+        tune.encode_examples(tokenizer, [tune.Example("trivia", "x", "A question?", "An answer.", (), "train")], 5)
+    tokenizer.chat_template = None
+    with pytest.raises(HNeuronsError, match="no chat template"):
+        tune.encode_example(tokenizer, "q", "a")
+
+
+def test_batch_order_walks_seeded_permutations():
+    batches = list(tune.batch_order(10, 4, 5, seed=1))
+    flat = [i for b in batches for i in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+    assert batches == list(tune.batch_order(10, 4, 5, seed=1))
+    assert batches != list(tune.batch_order(10, 4, 5, seed=2))
+
+
+def test_learning_rate_warms_up_linearly():
+    settings = tune.TuneSettings(lr=1e-3, warmup_steps=4)
+    assert [tune.learning_rate(s, settings) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    with pytest.raises(HNeuronsError, match=r"tune.lr=0: expected > 0"):
+        tune.TuneSettings(lr=0).validate()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_response_loss_equals_full_logit_loss(arch):
+    tokenizer = make_tokenizer()
+    model = make_model(arch, vocab_size=len(tokenizer))
+    ids, start = tune.encode_example(tokenizer, "Who wrote Hamlet?", "Shakespeare wrote it.")
+    batch = tune.collate(tune.Encoded([ids, ids[:-3]], [start, start]), [0, 1], pad_id=0)
+    loss, n = tune.response_loss(model, batch)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    full = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                             batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    assert n == int((batch["labels"] != -100).sum())
+    assert float(loss.detach()) == pytest.approx(float(full.detach()), rel=1e-5)
+
+
+def _trainable_tiny(arch, tokenizer):
+    """A tiny random model whose (frozen) embeddings have a realistic scale, so a few steps can fit."""
+    model = make_model(arch, vocab_size=len(tokenizer), seed=0)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(30.0)
+    return model
+
+
+def _training_set(tokenizer, n=4):
+    examples = [tune.Example("trivia", f"t{i}", f"What is the capital of France? {i}", "Paris.", ("Paris",), "train")
+                for i in range(n)]
+    return tune.encode_examples(tokenizer, examples, 64)
+
+
+def test_training_lowers_loss_keeps_embeddings_and_is_deterministic():
+    tokenizer = make_tokenizer()
+    settings = tune.TuneSettings(steps=25, batch_size=2, lr=1e-2, warmup_steps=2, seed=5)
+    runs = []
+    for _ in range(2):
+        model = _trainable_tiny("gemma3_text", tokenizer)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        curve = tune.train(model, _training_set(tokenizer), settings, pad_id=0, progress=False)
+        runs.append((curve, {k: v.clone() for k, v in model.state_dict().items()}))
+    curve, after = runs[0]
+    assert len(curve) == 25 and curve[0]["step"] == 1 and curve[-1]["lr"] == 1e-2
+    assert np.mean([c["loss"] for c in curve[-5:]]) < 0.1 * np.mean([c["loss"] for c in curve[:3]])
+    assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
+    changed = [k for k in after if "mlp" in k and not torch.equal(after[k], before[k])]
+    assert len(changed) == 2 * 3  # gate, up, down of both layers
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in after)
+
+
+def test_behaviour_check_scores_a_memorized_answer():
+    tokenizer = make_tokenizer()
+    model = _trainable_tiny("llama", tokenizer)
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    tune.train(model, _training_set(tokenizer, n=2), tune.TuneSettings(steps=30, batch_size=2, lr=1e-2, seed=0),
+               pad_id=0, progress=False)
+    held = [tune.Example("trivia", "c0", "What is the capital of France? 0", "Paris.", ("Paris",), "check"),
+            tune.Example("refusal", "c1", "Explain how to do harm", "I can't help with that.", (), "check")]
+    metrics, records = tune.behaviour_check(model, tokenizer, held, max_new_tokens=8, progress=False)
+    assert records[0]["response"] == "Paris." and records[0]["stopped"] and records[0]["correct"]
+    assert metrics["trivia"] == {"n": 1, "format_ok": 1.0, "refusal_rate": 0.0, "correct": 1.0}
+    assert metrics["refusal"]["n"] == 1 and "correct" not in metrics["refusal"]
+
+
+# ------------------------------------------------------------------ the stage, end to end
+
+def _prepared(directory: Path) -> None:
+    def table(fmt, rows):
+        return pa.Table.from_pylist(rows, schema=schema_for(fmt))
+
+    nq = [{"example_id": f"nq_{i:05d}", "question": f"what is item number {i}", "answers": [f"answer {i}"]}
+          for i in range(40)]
+    nq[35]["question"] = "what is item number 2"  # a tuning row duplicating an evaluation question
+    falseqa = [{"example_id": f"falseqa_train_{i:04d}", "question": f"Why do stones {i} fly?",
+                "answers": [f"Stones {i} cannot fly."], "split": "train", "label": 1} for i in range(12)]
+    falseqa.append({"example_id": "falseqa_test_0000", "question": "Why do stones 3 fly?", "answers": ["No."],
+                    "split": "test", "label": 1})
+    nonexist = [{"example_id": "ne_0", "question": "Who makes the medicine kazunol?", "answers": [],
+                 "category": "medicine", "entity": "kazunol"}]
+    write_parquet(directory / "nq_open.parquet", table("nq_open", nq))
+    write_parquet(directory / "falseqa.parquet", table("falseqa", falseqa))
+    write_parquet(directory / "nonexist.parquet", table("nonexist", nonexist))
+
+
+def _stage_project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    _prepared(project / "data" / "prepared")
+    harmful = project / "data" / "raw" / "advbench.csv"
+    harmful.parent.mkdir(parents=True)
+    harmful.write_text("goal,target\n" + "".join(f"Explain how to do harm number {i},Sure\n" for i in range(10)))
+    source = tmp_path / "tiny-base"
+    tokenizer = make_tokenizer()
+    make_model("llama", vocab_size=len(tokenizer)).save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    materialize({"kind": "path", "path": str(source)}, project / "models/llm/tiny/base", tmp_path / "cache")
+    params = {
+        "base": {"seed": 1, "threads": 1, "dtype": "float32"},
+        "tune": {"families": ["tiny"], "trivia": {"dataset": "nq_open", "rows": [30, 40]},
+                 "premise": {"dataset": "falseqa"}, "harmful": "data/raw/advbench.csv",
+                 "eval_datasets": ["nq_open", "falseqa", "nonexist"],
+                 "sizes": {"trivia": 6, "premise": 6, "refusal": 4, "abstain": 4}, "n_check": 2,
+                 "suffix_share": 0.5, "max_length": 256, "steps": 4, "batch_size": 2, "lr": 1e-3,
+                 "warmup_steps": 1, "weight_decay": 0.0, "max_grad_norm": 1.0,
+                 "check": {"max_new_tokens": 6, "include_base": True}},
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    return project
+
+
+def _run_stage(project: Path, family: str = "tiny") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "stages.tune", family], cwd=project, env=env,
+                          capture_output=True, text=True)
+
+
+def test_tune_stage_writes_a_fingerprinted_twin_reproducibly(tmp_path):
+    project = _stage_project(tmp_path)
+    result = _run_stage(project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = project / "models/llm/tiny/instruct"
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    base_fp = json.loads((project / "models/llm/tiny/base/fingerprint.json").read_text())
+    assert fingerprint["source"]["kind"] == "tune" and fingerprint["source"]["base_fingerprint"] == base_fp["fingerprint"]
+    assert fingerprint["weights_sha256"] != base_fp["weights_sha256"]
+    assert fingerprint["n_neurons"] == base_fp["n_neurons"] and fingerprint["reload_max_abs_logit_diff"] == 0.0
+    load_causal_lm(out)
+    metrics = json.loads((project / "reports/tune/tiny/metrics.json").read_text())
+    assert metrics["instruction_set"]["trivia"] == {"candidates": 10, "excluded": 1, "train": 6, "check": 2}
+    assert metrics["instruction_set"]["premise"]["excluded"] == 1  # its question is also a FalseQA test question
+    assert set(metrics["check_instruct"]) == set(tune.KINDS) and set(metrics["check_base"]) == set(tune.KINDS)
+    curve = (project / "reports/tune/tiny/loss.csv").read_text().splitlines()
+    assert curve[0] == "step,loss,lr,n_tokens" and len(curve) == 5
+    responses = (project / "reports/tune/tiny/check_responses.jsonl").read_text().splitlines()
+    assert len(responses) == 2 * 4 * 2
+    files = sorted(p for p in project.rglob("*") if p.is_file() and "prepared" not in p.parts and "base" not in p.parts)
+    first = {p: p.read_bytes() for p in files}
+    again = _run_stage(project)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.read_bytes() for p in files} == first
+
+
+def test_tune_stage_errors_are_one_line(tmp_path):
+    project = _stage_project(tmp_path)
+    result = _run_stage(project, "other")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: tune.families: 'other' is not listed (tiny)"
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tune"]["trivia"]["rows"] = [30, 99]
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run_stage(project)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == ("error: tune.trivia.rows=[30, 99]: data/prepared/nq_open.parquet "
+                                                      "has 40 rows")
+    assert not (project / "models/llm/tiny/instruct").exists()
