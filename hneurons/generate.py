@@ -13,8 +13,9 @@ size). On the tiny float32 test models the ids are identical; on a real model a
 near-tie between two tokens can in rare cases resolve differently in another
 batch. Same inputs and same ``batch_size`` always give the same ids.
 
-Speed-ups that do not change the sampled distribution: rows with the same prompt
-inside a batch share one prefill (the KV cache is expanded afterwards), the
+Speed-ups that do not change the sampled distribution: the chat template's common
+head (system line, user header) is prefilled once per batch, rows with the same
+prompt inside a batch share one prefill (the KV cache is expanded afterwards), the
 prefill computes logits for the last position only, and rows that have stopped
 are dropped from the batch.
 
@@ -161,21 +162,53 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tens
     return ids, mask
 
 
-@torch.inference_mode()
-def _generate_batch(model, prompts: Sequence[Sequence[int]], uniforms: torch.Tensor,
-                    settings: DecodingSettings, stops: torch.Tensor, pad_id: int) -> list[list[int]]:
-    """Decode one batch; identical prompts share a prefill. Returns ids without the stop token."""
+def template_prefix(tokenizer) -> list[int]:
+    """Ids every chat prompt of this tokenizer starts with (system line, user header); [] without a template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    first, second = chat_prompt_ids(tokenizer, "A"), chat_prompt_ids(tokenizer, "B")
+    length = 0
+    while length < min(len(first), len(second)) and first[length] == second[length]:
+        length += 1
+    return first[:length]
+
+
+def _prefill(model, prompts: list[tuple[int, ...]], prefix: Sequence[int], pad_id: int):
+    """Prefill unique prompts: (cache, last-position logits float[u, vocab], attention mask int64[u, L]).
+
+    When every prompt extends ``prefix`` (the chat template's shared head), the prefix
+    is run once and its KV expanded; the rest is left-padded after it ("middle
+    padding", masked out), with position ids continuing from the prefix.
+    """
     from transformers import DynamicCache
 
     device = input_device(model)
-    unique: dict[tuple[int, ...], int] = {}
-    inverse = torch.tensor([unique.setdefault(tuple(p), len(unique)) for p in prompts], dtype=torch.long)
-    ids, mask = _left_pad(list(unique), pad_id)
-    positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
+    shared = len(prefix) if prefix and all(len(p) > len(prefix) and list(p[:len(prefix)]) == list(prefix)
+                                           for p in prompts) else 0
+    if shared:
+        model(input_ids=torch.tensor([list(prefix)], device=device),
+              position_ids=torch.arange(shared, device=device)[None], cache=cache, use_cache=True,
+              logits_to_keep=1)
+        cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=device))
+    ids, tail_mask = _left_pad([p[shared:] for p in prompts], pad_id)
+    positions = shared + (tail_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    mask = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long), tail_mask], dim=-1)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                 cache=cache, use_cache=True, logits_to_keep=1)
-    logits = out.logits[:, -1, :][inverse.to(out.logits.device)]
+    return cache, out.logits[:, -1, :], mask
+
+
+@torch.inference_mode()
+def _generate_batch(model, prompts: Sequence[Sequence[int]], uniforms: torch.Tensor,
+                    settings: DecodingSettings, stops: torch.Tensor, pad_id: int,
+                    prefix: Sequence[int] = ()) -> list[list[int]]:
+    """Decode one batch; identical prompts share a prefill. Returns ids without the stop token."""
+    device = input_device(model)
+    unique: dict[tuple[int, ...], int] = {}
+    inverse = torch.tensor([unique.setdefault(tuple(p), len(unique)) for p in prompts], dtype=torch.long)
+    cache, logits, mask = _prefill(model, list(unique), prefix, pad_id)
+    logits = logits[inverse.to(logits.device)]
     if len(unique) != len(prompts):
         cache.batch_select_indices(inverse.to(device))
     mask = mask[inverse]
@@ -227,13 +260,14 @@ def generate(model, tokenizer, prompts: Sequence[list[int]], settings: DecodingS
     _check_inputs(prompts, settings, seeds, batch_size)
     stops = torch.tensor(stop_token_ids(model, tokenizer), dtype=torch.long)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(stops[0])
+    prefix = template_prefix(tokenizer)
     results: list[list[int]] = []
     bar = tqdm(total=len(prompts), desc="sampling", unit="resp", disable=not progress, leave=False)
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
         batch_seeds = seeds[start:start + batch_size] if seeds is not None else [0] * len(batch)
         uniforms = _row_uniforms(batch_seeds, settings.max_new_tokens)
-        results.extend(_generate_batch(model, batch, uniforms, settings, stops, pad_id))
+        results.extend(_generate_batch(model, batch, uniforms, settings, stops, pad_id, prefix))
         bar.update(len(batch))
     bar.close()
     return results
@@ -315,9 +349,12 @@ class RunConfig:
     prompt_template: the user turn, with ``{question}`` (paper: PAPER_PROMPT).
     early_stop_after: sample counts after which a question that can no longer be
     labelled stops being sampled (labels are unchanged by this; see
-    judge.still_labelable); empty = always draw n_samples. min_agreement: see
-    judge.consistency_label. max_per_class: cap of the balanced selection (None =
-    as many as the smaller class). split_fractions: train / validation / test.
+    judge.still_labelable); empty = every question gets n_samples at once.
+    lazy_majority: complete the more plentiful class only until it matches the
+    scarcer one (see :func:`run_consistency`); needs early_stop_after.
+    min_agreement: see judge.consistency_label. max_per_class: cap of the balanced
+    selection (None = as many as the smaller class). split_fractions: train /
+    validation / test.
     """
 
     settings: DecodingSettings = field(default_factory=DecodingSettings)
@@ -325,6 +362,7 @@ class RunConfig:
     seed: int = 0
     batch_size: int = 80
     early_stop_after: tuple[int, ...] = ()
+    lazy_majority: bool = False
     min_agreement: float = 1.0
     max_per_class: int | None = None
     split_fractions: dict[str, float] = field(
@@ -339,6 +377,8 @@ class RunConfig:
             raise HNeuronsError(f"{where}.batch_size={self.batch_size!r}: expected an integer >= 1")
         if any(not isinstance(c, int) or c < 1 for c in self.early_stop_after):
             raise HNeuronsError(f"{where}.early_stop_after={list(self.early_stop_after)!r}: expected integers >= 1")
+        if not isinstance(self.lazy_majority, bool):
+            raise HNeuronsError(f"{where}.lazy_majority={self.lazy_majority!r}: expected true or false")
         J.check_min_agreement(self.min_agreement, f"{where}.min_agreement")
         if self.max_per_class is not None and (not isinstance(self.max_per_class, int) or self.max_per_class < 1):
             raise HNeuronsError(f"{where}.max_per_class={self.max_per_class!r}: expected an integer >= 1 or null")
@@ -380,35 +420,83 @@ class _Question:
     texts: list[str] = field(default_factory=list)
     verdicts: list[Any] = field(default_factory=list)
 
+    def reachable(self, config: RunConfig) -> frozenset[int]:
+        return J.reachable_labels([v.correct for v in self.verdicts], [v.refusal for v in self.verdicts],
+                                  config.settings.n_samples, config.min_agreement)
 
-def _sample_round(model, tokenizer, open_items: list[_Question], start: int, stop: int, config: RunConfig,
-                  judge, cache_dir, cache_salt: str, progress: bool, label: str) -> None:
-    """Draw samples [start, stop) of every open question, decode and judge them (in place)."""
-    rows = [(item, index) for item in open_items for index in range(start, stop)]
-    if not rows:
-        return
-    prompts = [item.prompt for item, _ in rows]
-    seeds = [sample_seed(config.seed, item.example_id, index) for item, index in rows]
-    outputs = generate_cached(model, tokenizer, prompts, config.settings, seeds, config.batch_size, cache_dir,
-                              salt=cache_salt, progress=progress, desc=label)
-    for (item, _), ids in zip(rows, outputs):
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        item.responses.append(ids)
-        item.texts.append(text)
-        item.verdicts.append(judge.judge(item.question, text, item.answers))
+    def label(self, config: RunConfig) -> int:
+        if len(self.verdicts) < config.settings.n_samples:
+            return J.UNLABELLED
+        return J.consistency_label([v.correct for v in self.verdicts], [v.refusal for v in self.verdicts],
+                                   config.min_agreement)
+
+
+class _Sampler:
+    """Draws, decodes and judges samples of questions in rounds (state lives in the _Question items)."""
+
+    def __init__(self, model, tokenizer, config: RunConfig, judge, cache_dir, cache_salt: str, progress: bool):
+        self.model, self.tokenizer, self.config, self.judge = model, tokenizer, config, judge
+        self.cache_dir, self.cache_salt, self.progress = cache_dir, cache_salt, progress
+        self.calls = 0
+
+    def draw(self, items: list[_Question], stop: int) -> None:
+        """Bring every item to ``stop`` samples (in place)."""
+        rows = [(item, index) for item in items for index in range(len(item.responses), stop)]
+        if not rows:
+            return
+        self.calls += 1
+        prompts = [item.prompt for item, _ in rows]
+        seeds = [sample_seed(self.config.seed, item.example_id, index) for item, index in rows]
+        outputs = generate_cached(self.model, self.tokenizer, prompts, self.config.settings, seeds,
+                                  self.config.batch_size, self.cache_dir, salt=self.cache_salt,
+                                  progress=self.progress, desc=f"sampling (pass {self.calls}, to {stop})")
+        for (item, _), ids in zip(rows, outputs):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            item.responses.append(ids)
+            item.texts.append(text)
+            item.verdicts.append(self.judge.judge(item.question, text, item.answers))
+
+    def complete(self, items: list[_Question]) -> None:
+        """Sample items to n_samples, dropping those that can no longer be labelled at each checkpoint."""
+        for stop in self.config.checkpoints():
+            self.draw([item for item in items if len(item.responses) < stop and item.reachable(self.config)], stop)
+
+
+def _lazy_pools(items: list[_Question], config: RunConfig) -> tuple[int | None, list[_Question], list[_Question]]:
+    """(lazy class, eager items, lazy items) after the first round.
+
+    The lazy class is the one more items can *only* reach; those items form the
+    lazy pool; every other still-labelable item is eager.
+    """
+    open_items = [item for item in items if item.reachable(config)]
+    only = {cls: [item for item in open_items if item.reachable(config) == {cls}]
+            for cls in (J.FAITHFUL, J.HALLUCINATED)}
+    lazy = J.HALLUCINATED if len(only[J.HALLUCINATED]) >= len(only[J.FAITHFUL]) else J.FAITHFUL
+    pool = set(id(item) for item in only[lazy])
+    return lazy, [item for item in open_items if id(item) not in pool], only[lazy]
 
 
 def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Sequence[str],
                     answers: Sequence[Sequence[str]], config: RunConfig, judge, cache_dir: str | Path | None = None,
                     cache_salt: str = "", progress: bool = False) -> ConsistencyResult:
-    """Sample every question ``n_samples`` times, judge, label, pick representatives, select and split.
+    """Sample every question, judge, label, pick representatives, select a balanced set and split it.
 
     Paper §2: consistently correct (label 0) / consistently wrong without refusals
     (label 1); the representative is the most frequent normalized answer; a
-    balanced seeded selection is split by question id. Sampling runs in rounds
-    (``config.checkpoints()``); after each, questions that can no longer be labelled
-    are not sampled further, so they have fewer rows. ``judge``: an object with
+    balanced seeded selection is split by question id. ``judge``: an object with
     ``name`` and ``judge(question, response, aliases) -> Judgement``.
+
+    Sampling runs in rounds (``config.checkpoints()``); after each, questions that
+    can no longer be labelled are not sampled further (fewer rows; same labels).
+    With ``lazy_majority``, after the first round the questions that can only
+    reach the more plentiful class (the lazy pool) wait: every other question is
+    completed, then lazy-pool questions are completed in a seeded random order
+    until that class has as many labelled questions as the scarcer one (capped by
+    max_per_class). Since the balanced selection keeps a uniform random subset of
+    the plentiful class anyway, the selected set has the same distribution as with
+    full sampling, at a fraction of the cost; lazy-pool questions left waiting keep
+    only their first-round samples and label -1. Deviation from the paper: its
+    per-class yield is then only observed for the completed questions (see metrics).
     """
     config.validate()
     if not example_ids:
@@ -418,19 +506,28 @@ def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Seq
     items = [_Question(str(i), q, [str(a) for a in ans], chat_prompt_ids(
         tokenizer, config.prompt_template.format(question=q.strip())))
         for i, q, ans in zip(example_ids, questions, answers)]
-    n = config.settings.n_samples
-    open_items, done = items, 0
-    checkpoints = config.checkpoints()
-    for number, stop in enumerate(checkpoints, 1):
-        _sample_round(model, tokenizer, open_items, done, stop, config, judge, cache_dir, cache_salt, progress,
-                      f"sampling round {number}/{len(checkpoints)}")
-        done = stop
-        open_items = [item for item in open_items if J.still_labelable(
-            [v.correct for v in item.verdicts], [v.refusal for v in item.verdicts], n, config.min_agreement)]
-    consistency = [J.consistency_label([v.correct for v in item.verdicts], [v.refusal for v in item.verdicts],
-                                       config.min_agreement) if len(item.verdicts) == n else J.UNLABELLED
-                   for item in items]
+    sampler = _Sampler(model, tokenizer, config, judge, cache_dir, cache_salt, progress)
     selection_seed = sample_seed(config.seed, "sample.select", 0)
+    lazy_info: dict[str, Any] = {}
+    if config.lazy_majority and len(config.checkpoints()) > 1:
+        sampler.draw(items, config.checkpoints()[0])
+        lazy, eager, pool = _lazy_pools(items, config)
+        sampler.complete(eager)
+        scarce = sum(item.label(config) == 1 - lazy for item in items)
+        target = scarce if config.max_per_class is None else min(scarce, config.max_per_class)
+        order = [pool[i] for i in torch.randperm(len(pool), generator=torch.Generator().manual_seed(
+            selection_seed)).tolist()]
+        done, rows_per_item = 0, config.settings.n_samples - config.checkpoints()[0]
+        while done < len(order) and sum(item.label(config) == lazy for item in items) < target:
+            missing = target - sum(item.label(config) == lazy for item in items)
+            chunk = order[done:done + max(missing, -(-config.batch_size // rows_per_item))]
+            sampler.complete(chunk)
+            done += len(chunk)
+        lazy_info = {"class": {0: "faithful", 1: "hallucinated"}[lazy], "pool": len(pool), "completed": done,
+                     "found_in_pool": sum(item.label(config) == lazy for item in order[:done])}
+    else:
+        sampler.complete(items)
+    consistency = [item.label(config) for item in items]
     selected = J.select_balanced(consistency, config.max_per_class, selection_seed)
     splits = J.assign_splits([item.example_id for item in items], consistency, selected,
                              config.split_fractions, selection_seed)
@@ -438,7 +535,7 @@ def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Seq
                        if sel else None for item, label, sel in zip(items, consistency, selected)]
     table = _samples_table(items, consistency, selected, splits, representatives, config)
     counts = _counts(items, consistency, selected, splits)
-    metrics = _metrics(items, consistency, selected, representatives, config, judge.name, counts)
+    metrics = _metrics(items, consistency, selected, representatives, config, judge.name, counts, lazy_info)
     return ConsistencyResult(table, counts, metrics)
 
 
@@ -474,11 +571,15 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _metrics(items, consistency, selected, representatives, config: RunConfig, judge_name: str,
-             counts: dict[str, Any]) -> dict[str, Any]:
-    """Yield, refusal rate, per-sample accuracy, truncation and response lengths per class."""
+             counts: dict[str, Any], lazy_info: dict[str, Any]) -> dict[str, Any]:
+    """Yield, refusal rate, per-sample accuracy, truncation and response lengths per class.
+
+    Rates over all drawn samples are biased by early stopping; ``first_round`` rates
+    use the samples every question has (sample_index < first checkpoint).
+    """
     verdicts = [v for item in items for v in item.verdicts]
     lengths = [len(ids) for item in items for ids in item.responses]
-    first = config.checkpoints()[0]  # every question has at least this many samples: unbiased rates
+    first = config.checkpoints()[0]
     first_round = [v for item in items for v in item.verdicts[:first]]
     classes = {"faithful": 0, "hallucinated": 1}
     rep_tokens, sample_tokens = {}, {}
@@ -487,13 +588,22 @@ def _metrics(items, consistency, selected, representatives, config: RunConfig, j
                                   zip(items, representatives, selected, consistency) if sel and c == cls])
         sample_tokens[name] = _mean([len(ids) for item, c in zip(items, consistency) if c == cls
                                      for ids in item.responses])
+    yields = {name: round(consistency.count(cls) / len(items), 4) for name, cls in classes.items()}
+    if lazy_info and lazy_info["completed"]:
+        # the lazy class was only observed on the completed part of its pool: extrapolate
+        name = lazy_info["class"]
+        outside = consistency.count(classes[name]) - lazy_info["found_in_pool"]
+        estimate = outside + lazy_info["found_in_pool"] * lazy_info["pool"] / lazy_info["completed"]
+        yields[name] = round(estimate / len(items), 4)
+        lazy_info = dict(lazy_info, yield_is_estimate=True)
     return {
         "judge": judge_name,
         "questions_seen": len(items),
         "samples_drawn": len(verdicts),
         "questions_stopped_early": sum(len(item.responses) < config.settings.n_samples for item in items),
         "consistent": counts["consistent"],
-        "yield": {name: round(consistency.count(cls) / len(items), 4) for name, cls in classes.items()},
+        "yield": yields,
+        "lazy_majority": lazy_info or None,
         "selected_per_class": counts["selected_per_class"],
         "splits": counts["splits"],
         "refusal_rate": round(sum(v.refusal for v in verdicts) / len(verdicts), 4),

@@ -247,6 +247,24 @@ def consistency_label(correct: Sequence[bool], refusal: Sequence[bool], min_agre
     return UNLABELLED
 
 
+def reachable_labels(correct: Sequence[bool], refusal: Sequence[bool], n_samples: int,
+                     min_agreement: float = 1.0) -> frozenset[int]:
+    """Labels (FAITHFUL / HALLUCINATED) the question can still get once all ``n_samples`` are in.
+
+    correct / refusal: verdicts of the samples drawn so far (at most n_samples).
+    """
+    need = _needed(n_samples, min_agreement)
+    remaining = n_samples - len(correct)
+    n_correct = sum(bool(c) for c in correct)
+    n_wrong = len(correct) - n_correct
+    out = set()
+    if n_correct + remaining >= need:
+        out.add(FAITHFUL)
+    if not any(refusal) and n_wrong + remaining >= need:
+        out.add(HALLUCINATED)
+    return frozenset(out)
+
+
 def still_labelable(correct: Sequence[bool], refusal: Sequence[bool], n_samples: int,
                     min_agreement: float = 1.0) -> bool:
     """Whether the first samples of a question still allow a label once all ``n_samples`` are in.
@@ -254,13 +272,7 @@ def still_labelable(correct: Sequence[bool], refusal: Sequence[bool], n_samples:
     Used to stop sampling a question early: dropping it then gives the same labels
     as sampling it in full.
     """
-    need = _needed(n_samples, min_agreement)
-    remaining = n_samples - len(correct)
-    n_correct = sum(bool(c) for c in correct)
-    n_wrong = len(correct) - n_correct
-    can_be_faithful = n_correct + remaining >= need
-    can_be_hallucinated = not any(refusal) and n_wrong + remaining >= need
-    return can_be_faithful or can_be_hallucinated
+    return bool(reachable_labels(correct, refusal, n_samples, min_agreement))
 
 
 def representative_index(responses: Sequence[str], correct: Sequence[bool], label: int) -> int | None:

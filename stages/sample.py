@@ -99,6 +99,7 @@ def main(argv: list[str]) -> None:
         seed=int(param(params, "base.seed")),
         batch_size=param(params, "sample.batch_size"),
         early_stop_after=tuple(param(params, "sample.early_stop_after", []) or []),
+        lazy_majority=param(params, "sample.lazy_majority", False),
         min_agreement=param(params, "sample.min_agreement"),
         max_per_class=param(params, "sample.max_per_class", None),
         split_fractions=dict(param(params, "sample.splits")),

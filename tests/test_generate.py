@@ -255,3 +255,30 @@ def test_sample_stage_bad_input(tiny_model_dir, tmp_path, monkeypatch):
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(HNeuronsError, match=r"^sample\.temperature"):
         _run_stage(root, monkeypatch)
+
+
+def test_lazy_majority_completes_only_what_the_balance_needs(model, tok):
+    settings = DecodingSettings(n_samples=3, temperature=0, max_new_tokens=4)
+    questions = [f"{q} ({i})" for i, q in enumerate(QUESTIONS * 2)]
+    prompts = [chat_prompt_ids(tok, RunConfig().prompt_template.format(question=q)) for q in questions]
+    texts = [tok.decode(g, skip_special_tokens=True) for g in
+             generate(model, tok, prompts, settings, None, batch_size=8)]
+    ids = [f"q{i}" for i in range(8)]
+    answers = [[texts[i]] if i in (1, 4) else ["zzzz unmatched"] for i in range(8)]  # 2 faithful, 6 hallucinated
+    full = run_consistency(model, tok, ids, questions, answers,
+                           RunConfig(settings=settings, seed=3, batch_size=2), RuleJudge())
+    lazy = run_consistency(model, tok, ids, questions, answers,
+                           RunConfig(settings=settings, seed=3, batch_size=2, early_stop_after=(1,),
+                                     lazy_majority=True), RuleJudge())
+    full_table = full.table.to_pydict()
+    pool = sum(1 for i, c, r in zip(full_table["sample_index"], full_table["correct"], full_table["refusal"])
+               if i == 0 and not c and not r)  # first sample wrong without refusal: can only be hallucinated
+    assert full.counts["consistent"]["faithful"] == 2 and full.counts["consistent"]["hallucinated"] >= 4
+    assert lazy.counts["consistent"] == {"faithful": 2, "hallucinated": 2}
+    info = lazy.metrics["lazy_majority"]
+    assert info["class"] == "hallucinated" and info["pool"] == pool and 2 <= info["completed"] < pool
+    assert lazy.counts["rows"] == 8 + 2 * (2 + info["completed"])  # first round for all, the rest for a few
+    assert lazy.counts["selected_per_class"] == full.counts["selected_per_class"] == 2
+    lazy_table = lazy.table.to_pydict()
+    selected = {e for e, lab in zip(lazy_table["example_id"], lazy_table["label"]) if lab == 0}
+    assert selected == {"q1", "q4"}
