@@ -27,6 +27,7 @@ on a stop token; one of exactly ``max_new_tokens`` ids was cut off.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from hneurons import judge as J
 from hneurons.errors import HNeuronsError
-from hneurons.io import read_json, sha256_file, write_json
+from hneurons.io import read_json, sha256_bytes, write_json
 from hneurons.models import input_device
 
 # End-of-turn markers of common chat templates; used as stop tokens when the tokenizer has them.
@@ -273,12 +274,19 @@ def generate(model, tokenizer, prompts: Sequence[list[int]], settings: DecodingS
     return results
 
 
-_CODE_SHA = sha256_file(__file__)
+def _decoder_code_sha() -> str:
+    """sha256 of the source of everything that decides a batch's ids (not the consistency logic)."""
+    functions = (DecodingSettings, chat_prompt_ids, sample_seed, stop_token_ids, sample_next, _row_uniforms,
+                 _left_pad, template_prefix, _prefill, _generate_batch, generate)
+    return sha256_bytes("\n".join(inspect.getsource(f) for f in functions))
+
+
+_CODE_SHA = _decoder_code_sha()
 
 
 def batch_cache_key(prompts: Sequence[list[int]], seeds: Sequence[int] | None, settings: DecodingSettings,
                     salt: str) -> str:
-    """Hex key of one batch's generation inputs (this module's code included)."""
+    """Hex key of one batch's generation inputs (the decoding code's source included)."""
     payload = json.dumps({"code": _CODE_SHA, "salt": salt, "settings": settings.as_dict(),
                           "prompts": [list(map(int, p)) for p in prompts],
                           "seeds": None if seeds is None else [int(s) for s in seeds]}, sort_keys=True)
@@ -291,8 +299,8 @@ def generate_cached(model, tokenizer, prompts: Sequence[list[int]], settings: De
     """:func:`generate`, resumable: each completed batch is kept in ``cache_dir``.
 
     A batch's file is named by :func:`batch_cache_key` (its prompts, seeds,
-    settings, ``salt`` — e.g. the model fingerprint and dtype — and this module's
-    code), written atomically, so an interrupted run loses at most the batch in
+    settings, ``salt`` — e.g. the model fingerprint and dtype — and the decoding
+    code's source), written atomically, so an interrupted run loses at most the batch in
     flight and a rerun returns exactly what an uninterrupted run returns.
     ``cache_dir=None`` disables the cache.
     """

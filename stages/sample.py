@@ -61,15 +61,17 @@ def read_questions(path: Path, n_questions: Any):
         raise HNeuronsError(f"{path}: no questions")
     rows = [(i, q, [a for a in (ans or []) if a]) for i, q, ans in
             zip(table["example_id"], table["question"], table["answers"])]
+    if n_questions is not None:
+        if not isinstance(n_questions, int) or n_questions < 1:
+            raise HNeuronsError(f"sample.n_questions={n_questions!r}: expected an integer >= 1 or null")
     answerable = [row for row in rows if row[2]]
     if not answerable:
         raise HNeuronsError(f"{path}: no question has answers; the rule and LLM judges need reference answers")
     if n_questions is not None:
-        if not isinstance(n_questions, int) or n_questions < 1:
-            raise HNeuronsError(f"sample.n_questions={n_questions!r}: expected an integer >= 1 or null")
         answerable = answerable[:n_questions]
     ids, questions, answers = (list(col) for col in zip(*answerable))
-    return ids, questions, answers, len(rows) - len(answerable)
+    skipped = sum(1 for row in rows[:rows.index(answerable[-1]) + 1] if not row[2])
+    return ids, questions, answers, skipped
 
 
 def main(argv: list[str]) -> None:
@@ -108,11 +110,18 @@ def main(argv: list[str]) -> None:
     dtype = str(param(params, "base.dtype", "float32"))
     model, tokenizer = load_causal_lm(model_dir, dtype)
     cache_dir = Path(param(params, "base.cache_dir", ".cache/hneurons")) / "sample" / family
-    salt = f"{fingerprint['fingerprint']}:{dtype}:{param(params, 'base.threads', 0)}"
+    # base.threads is left out of the key on purpose: an execution detail like the CPU model
+    # (float rounding may differ between thread counts; a resumed run keeps what was sampled).
+    salt = f"{fingerprint['fingerprint']}:{dtype}"
     started = time.perf_counter()
     result = cr.run_consistency(model, tokenizer, ids, questions, answers, config, judge,
                                 cache_dir=cache_dir, cache_salt=salt, progress=True)
     elapsed = time.perf_counter() - started
+    if result.counts["selected_per_class"] == 0:
+        raise HNeuronsError(
+            f"sample: no balanced set for {family} (consistent faithful {result.counts['consistent']['faithful']}, "
+            f"hallucinated {result.counts['consistent']['hallucinated']}); raise sample.n_questions or lower "
+            f"sample.temperature / sample.min_agreement (sampled batches are kept in {cache_dir})")
     metadata = {"family": family, "dataset": dataset, "model_fingerprint": fingerprint["fingerprint"],
                 "decoding": settings.as_dict(), "judge": judge.name, "seed": config.seed,
                 "config": config.as_dict(), "counts": result.counts}

@@ -192,25 +192,39 @@ def test_run_consistency_selects_balanced_disjoint_splits(model, tok):
     assert all(table["response_ids"][i] for i in reps)
 
 
-def _write_stage_workspace(root: Path, tiny_model_dir: Path, questions: list[dict]) -> None:
+def _write_stage_workspace(root: Path, questions: list[dict], temperature: float = 0.0) -> None:
     import pyarrow as pa
+    from tiny import make_model, make_tokenizer
 
     from hneurons.data import schema_for
     from hneurons.io import write_json, write_parquet
 
-    shutil.copytree(tiny_model_dir, root / "models/llm/tiny/instruct")
-    write_json(root / "models/llm/tiny/instruct/fingerprint.json", {"fingerprint": "tiny-test"})
+    tok = make_tokenizer()
+    model_dir = root / "models/llm/tiny/instruct"
+    _sharpen(make_model("llama", vocab_size=len(tok))).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    write_json(model_dir / "fingerprint.json", {"fingerprint": "tiny-test"})
     write_parquet(root / "data/prepared/triviaqa.parquet", pa.Table.from_pylist(questions, schema=schema_for("triviaqa")))
     params = {
         "base": {"seed": 11, "threads": 1, "dtype": "float32", "cache_dir": ".cache/hneurons"},
         "sample": {"families": ["tiny"], "dataset": "triviaqa", "n_questions": None,
                    "prompt": "{question} Respond with the answer only, without any explanation.",
-                   "n_samples": 3, "temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 5,
-                   "early_stop_after": [1], "min_agreement": 1.0, "max_per_class": None,
-                   "splits": {"train": 0.6, "validation": 0.2, "test": 0.2}, "batch_size": 4,
+                   "n_samples": 3, "temperature": temperature, "top_k": 50, "top_p": 0.9, "max_new_tokens": 5,
+                   "early_stop_after": [1], "lazy_majority": True, "min_agreement": 1.0, "max_per_class": None,
+                   "splits": {"train": 0.5, "validation": 0.25, "test": 0.25}, "batch_size": 4,
                    "judge": {"kind": "rule"}},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def _stage_questions(model, tok) -> list[dict]:
+    """8 questions; the aliases of q0, q2, q4, q6 are the model's own greedy answer (faithful at T=0)."""
+    questions = [f"{q} ({i})" for i, q in enumerate(QUESTIONS * 2)]
+    prompts = [chat_prompt_ids(tok, RunConfig().prompt_template.format(question=q)) for q in questions]
+    greedy = generate(model, tok, prompts, DecodingSettings(temperature=0, max_new_tokens=5), None, batch_size=8)
+    return [{"example_id": f"tc_{i}", "question": q,
+             "answers": [tok.decode(g, skip_special_tokens=True)] if i % 2 == 0 else ["zzzz unmatched"]}
+            for i, (q, g) in enumerate(zip(questions, greedy))]
 
 
 def _run_stage(root: Path, monkeypatch) -> None:
@@ -220,12 +234,11 @@ def _run_stage(root: Path, monkeypatch) -> None:
     stage.main(["tiny"])
 
 
-def test_sample_stage_is_deterministic_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
-    questions = [{"example_id": f"tc_{i}", "question": q, "answers": ["Paris", "York"]}
-                 for i, q in enumerate(QUESTIONS * 2)]
+def test_sample_stage_is_deterministic_and_resumes(model, tok, tmp_path, monkeypatch):
+    questions = _stage_questions(model, tok)
     first, second = tmp_path / "a", tmp_path / "b"
     for root in (first, second):
-        _write_stage_workspace(root, tiny_model_dir, questions)
+        _write_stage_workspace(root, questions)
     _run_stage(first, monkeypatch)
     out = Path("data/samples/tiny/triviaqa.parquet")
     metrics = Path("reports/sample/tiny/metrics.json")
@@ -241,20 +254,32 @@ def test_sample_stage_is_deterministic_and_resumes(tiny_model_dir, tmp_path, mon
     table = pq.read_table(first / out)
     meta = yaml.safe_load(table.schema.metadata[b"hneurons"])
     assert meta["model_fingerprint"] == "tiny-test" and meta["judge"] == "rule"
-    assert meta["decoding"]["n_samples"] == 3 and "/" not in str(meta.get("config", {}).get("prompt_template", ""))[:1]
+    assert meta["decoding"]["n_samples"] == 3 and meta["counts"]["selected_per_class"] == 4
     assert str(tmp_path) not in (first / out).read_bytes().decode("latin-1")
+    rows = table.to_pydict()
+    reps = [i for i, r in enumerate(rows["representative"]) if r]
+    assert sorted(rows["label"][i] for i in reps) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert all(rows["split"][i] in ("train", "validation", "test") for i in reps)
 
 
-def test_sample_stage_bad_input(tiny_model_dir, tmp_path, monkeypatch):
+def test_sample_stage_bad_input(model, tok, tmp_path, monkeypatch):
     root = tmp_path / "w"
-    _write_stage_workspace(root, tiny_model_dir, [{"example_id": "x", "question": "Who?", "answers": []}])
+    _write_stage_workspace(root, [{"example_id": "x", "question": "Who?", "answers": []}])
     with pytest.raises(HNeuronsError, match="no question has answers"):
         _run_stage(root, monkeypatch)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["sample"]["temperature"] = -1
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(HNeuronsError, match=r"^sample\.temperature"):
+    for key, value in (("temperature", -1), ("n_samples", 0)):
+        bad = yaml.safe_load(yaml.safe_dump(params))
+        bad["sample"][key] = value
+        (root / "params.yaml").write_text(yaml.safe_dump(bad))
+        with pytest.raises(HNeuronsError, match=rf"^sample\.{key}"):
+            _run_stage(root, monkeypatch)
+    # only hallucinated questions: no balanced set, a one-line error, the sampled batches stay cached
+    _write_stage_workspace(root, [{"example_id": f"x{i}", "question": q, "answers": ["zzzz"]}
+                                  for i, q in enumerate(QUESTIONS)])
+    with pytest.raises(HNeuronsError, match="no balanced set"):
         _run_stage(root, monkeypatch)
+    assert list((root / ".cache/hneurons/sample/tiny").iterdir())
 
 
 def test_lazy_majority_completes_only_what_the_balance_needs(model, tok):
