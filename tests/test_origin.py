@@ -184,3 +184,163 @@ def test_strip_plot_is_a_deterministic_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data == (tmp_path / "b.png").read_bytes()
     assert title == "mean rank 0.500, p < 0.01"
     assert origin.significance_label(0.2) == "n.s." and origin.significance_label(float("nan")) == "n/a"
+
+
+# ------------------------------------------------------------------ the stage, end to end
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _save_materialized(model, tokenizer, tmp_path: Path, dest: Path) -> None:
+    from hneurons.materialize import materialize
+
+    source = tmp_path / f"src-{dest.parent.name}-{dest.name}"
+    model.save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    materialize({"kind": "path", "path": str(source)}, dest, tmp_path / "cache")
+
+
+def _prepared_tables(directory: Path) -> None:
+    from hneurons.data import schema_for
+    from hneurons.io import write_parquet
+    from hneurons.judge import normalize
+    from tiny import CORPUS
+
+    easy = sorted(set(normalize(" ".join(CORPUS)).split())) + list("bcdefghijklmnopqrstuvwxyz")
+    for name in ("triviaqa", "nq_open", "bioasq"):
+        rows = [{"example_id": f"{name}_{i:03d}", "question": f"Question {i} about {name}?",
+                 "answers": easy if i % 2 == 0 else ["zzqqxxvv"]} for i in range(24)]
+        write_parquet(directory / f"{name}.parquet", pa.Table.from_pylist(rows, schema=schema_for(name)))
+
+
+def _instruct_side(project: Path, n_features: int, d_ffn: int) -> None:
+    """Samples splits, synthetic instruct activations and a probe fitted on them."""
+    import pandas as pd
+
+    from hneurons.activations import write_activations
+    from hneurons.cett import META_COLUMNS
+    from hneurons.io import write_parquet
+    from hneurons.probe import L1Probe, save_probe, training_labels
+
+    ids = [f"triviaqa_{i:03d}" for i in range(24)]
+    splits = ["train"] * 8 + ["validation"] * 4 + ["test"] * 12
+    write_parquet(project / "data/samples/tiny/triviaqa.parquet",
+                  pa.table({"example_id": ids, "split": splits}))
+    rng = np.random.default_rng(0)
+    rows, feats = [], []
+    for i in range(40):
+        label = i % 2
+        for region in ("answer", "other"):
+            rows.append({"example_id": f"q{i}", "dataset": "triviaqa", "label": label, "region": region,
+                         "split": "train", "n_tokens": 3, "response_tokens": 5})
+            x = rng.random(n_features).astype(np.float32) * 0.1
+            x[[5, 50, 70]] += rng.random(3).astype(np.float32) * (label == 1 and region == "answer")
+            feats.append(x)
+    frame = pd.DataFrame(rows, columns=list(META_COLUMNS))
+    X = np.stack(feats)
+    meta = {"span_rule": "default", "readout": "mean", "region_variant": "with_prompt"}
+    write_activations(project / "data/activations/tiny/instruct/triviaqa.parquet", [(frame, X)],
+                      n_features // d_ffn, d_ffn, "float32", meta)
+    keep, y = training_labels(frame["region"].to_numpy(), frame["label"].to_numpy(), "3-vs-1")
+    probe = L1Probe(C=10.0).fit(X, y)
+    assert probe.positive_.size >= 2
+    save_probe(probe, project / "models/probe/tiny")
+
+
+def _origin_project(tmp_path: Path, instruct_d_ffn: int = 48) -> Path:
+    project = tmp_path / "project"
+    tokenizer = make_tokenizer()
+    base = make_model("llama", vocab_size=len(tokenizer), seed=0)
+    _save_materialized(base, tokenizer, tmp_path, project / "models/llm/tiny/base")
+    if instruct_d_ffn == 48:
+        instruct = _perturbed(base, 0.05, seed=9)
+    else:
+        instruct = make_model("llama", vocab_size=len(tokenizer), seed=1, d_ffn=instruct_d_ffn)
+    _save_materialized(instruct, tokenizer, tmp_path, project / "models/llm/tiny/instruct")
+    _save_materialized(instruct, tokenizer, tmp_path, project / "models/llm/lonely/instruct")
+    _prepared_tables(project / "data/prepared")
+    _instruct_side(project, 2 * 48, 48)
+    params = {
+        "base": {"seed": 4, "threads": 1, "dtype": "float32", "cache_dir": str(tmp_path / "hcache")},
+        "probe": {"dataset": "triviaqa", "labelling": "3-vs-1", "baseline_C": 1.0, "n_random_seeds": 5},
+        "origin": {"families": ["tiny", "lonely"], "datasets": ["triviaqa", "nq_open", "bioasq"], "n_questions": 16,
+                   "decoding": {"temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 10},
+                   "batch_size": 8, "extract_batch_size": 4, "max_per_class": None, "n_boot": 50,
+                   "n_random_sets": 10},
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    return project
+
+
+def _run_origin(project: Path, family: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "stages.origin", family], cwd=project, env=env,
+                          capture_output=True, text=True)
+
+
+def test_origin_stage_reports_drift_and_transfer_reproducibly(tmp_path):
+    import pandas as pd
+
+    project = _origin_project(tmp_path)
+    result = _run_origin(project, "tiny")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((project / "reports/origin/tiny.json").read_text())
+    h = metrics["n_h_neurons"]
+    assert metrics["n_neurons"] == 96 and h >= 2
+    drift = metrics["drift"]["global"]
+    assert drift["h_neurons"]["n"] == h and 0 <= drift["h_neurons"]["mean_rank"] <= 1
+    assert drift["random"]["n_sets"] == 10 and set(metrics["drift"]) >= {"global", "per_layer"}
+    ranks = pd.read_csv(project / "reports/origin/tiny/h_neuron_ranks.csv")
+    assert len(ranks) == h and ranks["rank"].mean() == pytest.approx(drift["h_neurons"]["mean_rank"], rel=1e-5)
+    table = pd.read_parquet(project / "data/origin/tiny/drift.parquet")
+    assert len(table) == 96 and table["is_h_neuron"].sum() == h
+    responses = pd.read_parquet(project / "data/origin/tiny/base_responses.parquet")
+    trivia = responses[responses["dataset"] == "triviaqa"]
+    assert set(trivia["example_id"]) == {f"triviaqa_{i:03d}" for i in range(12, 24)}  # outside train/validation
+    assert responses.groupby("dataset").size().to_dict() == {"triviaqa": 12, "nq_open": 16, "bioasq": 16}
+    newline = origin.newline_token_ids(make_tokenizer())
+    assert not any(np.isin(ids, newline).any() for ids in responses["response_ids"])
+    assert all(p.endswith("\nAnswer:") for p in responses["prompt_ids"].map(lambda ids: make_tokenizer().decode(ids)))
+    for name, entry in metrics["transfer"].items():
+        assert entry["n_correct"] + entry["n_wrong"] + entry["n_refusal"] == entry["n_questions"]
+        selected = responses[(responses["dataset"] == name) & responses["selected"]]
+        assert (selected["label"] == 0).sum() == (selected["label"] == 1).sum() == entry["n_selected"] // 2
+        if entry["auroc"] is not None:
+            assert 0 <= entry["auroc"] <= 1 and entry["random_neurons"]["n_neurons"] == h
+            assert len(entry["random_neurons"]["per_seed"]) == 5
+    assert any(entry["auroc"] is not None for entry in metrics["transfer"].values())
+    assert (project / "reports/origin/tiny/drift_strip.png").read_bytes()[:4] == b"\x89PNG"
+    outputs = sorted(p for d in ("reports/origin", "data/origin") for p in (project / d).rglob("*") if p.is_file())
+    first = {p: p.read_bytes() for p in outputs}
+    again = _run_origin(project, "tiny")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.read_bytes() for p in outputs} == first
+
+
+def test_family_without_base_is_skipped_with_one_line(tmp_path):
+    project = _origin_project(tmp_path)
+    result = _run_origin(project, "lonely")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((project / "reports/origin/lonely.json").read_text())
+    assert metrics["skipped"].startswith("origin skipped for family 'lonely': no base model")
+    assert "\n" not in metrics["skipped"]
+    assert (project / "data/origin/lonely/skipped.txt").read_text().strip() == metrics["skipped"]
+
+
+def test_mismatched_pair_stops_the_stage_with_one_line_naming_both(tmp_path):
+    project = _origin_project(tmp_path, instruct_d_ffn=64)
+    result = _run_origin(project, "tiny")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == ("error: base model models/llm/tiny/base and instruct model models/llm/tiny/instruct differ in "
+                    "architecture or FFN shape (d_ffn 48 vs 64); origin needs a matched pair")
+    assert not (project / "reports/origin/tiny.json").exists()
