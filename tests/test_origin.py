@@ -40,7 +40,8 @@ def test_drift_matches_one_minus_cosine_of_rows_and_columns():
     b, i = ffn_blocks(base)[1], ffn_blocks(inst)[1]
     j = 7
     cos_up = torch.nn.functional.cosine_similarity(b.mlp.up_proj.weight[j], i.mlp.up_proj.weight[j], dim=0).detach()
-    cos_down = torch.nn.functional.cosine_similarity(b.mlp.down_proj.weight[:, j], i.mlp.down_proj.weight[:, j], dim=0).detach()
+    cos_down = torch.nn.functional.cosine_similarity(b.mlp.down_proj.weight[:, j], i.mlp.down_proj.weight[:, j],
+                                                     dim=0).detach()
     assert up[48 + j] == pytest.approx(1 - float(cos_up), rel=1e-4)
     assert down[48 + j] == pytest.approx(1 - float(cos_down), rel=1e-4)
 
