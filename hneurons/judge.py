@@ -192,6 +192,10 @@ class LLMJudge:
                 problem = "reply is not a chat completion"
         raise HNeuronsError(f"{self.where}.base_url={self.base_url}: {problem} after {self.retries} tries")
 
+    def check(self) -> None:
+        """One request to the endpoint; raises the one-line HNeuronsError if it cannot be used."""
+        self._ask("Reply with the single letter t.")
+
     def judge(self, question: str, response: str, aliases: Sequence[str]) -> Judgement:
         refusal = is_refusal(response)
         span = find_alias(response, aliases)

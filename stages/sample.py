@@ -80,7 +80,7 @@ def main(argv: list[str]) -> None:
     family = argv[0]
     params = load_params()
     setup_torch(params)
-    from hneurons import generate as cr
+    from hneurons import generate as gen
     from hneurons.io import read_json, write_json, write_parquet
     from hneurons.models import load_causal_lm
 
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> None:
     fingerprint = read_json(model_dir / "fingerprint.json")
     ids, questions, answers, n_unanswerable = read_questions(Path("data/prepared") / f"{dataset}.parquet",
                                                              param(params, "sample.n_questions", None))
-    config = cr.RunConfig(
+    config = gen.RunConfig(
         settings=settings,
         prompt_template=param(params, "sample.prompt"),
         seed=int(param(params, "base.seed")),
@@ -107,6 +107,8 @@ def main(argv: list[str]) -> None:
         split_fractions=dict(param(params, "sample.splits")),
     ).validate("sample")
     judge = make_judge(param(params, "sample.judge"))
+    if hasattr(judge, "check"):
+        judge.check()  # an unreachable LLM endpoint fails here, before any sampling
     dtype = str(param(params, "base.dtype", "float32"))
     model, tokenizer = load_causal_lm(model_dir, dtype)
     cache_dir = Path(param(params, "base.cache_dir", ".cache/hneurons")) / "sample" / family
@@ -114,7 +116,7 @@ def main(argv: list[str]) -> None:
     # (float rounding may differ between thread counts; a resumed run keeps what was sampled).
     salt = f"{fingerprint['fingerprint']}:{dtype}"
     started = time.perf_counter()
-    result = cr.run_consistency(model, tokenizer, ids, questions, answers, config, judge,
+    result = gen.run_consistency(model, tokenizer, ids, questions, answers, config, judge,
                                 cache_dir=cache_dir, cache_salt=salt, progress=True)
     elapsed = time.perf_counter() - started
     if result.counts["selected_per_class"] == 0:

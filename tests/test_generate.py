@@ -279,6 +279,17 @@ def test_sample_stage_bad_input(model, tok, tmp_path, monkeypatch):
                                   for i, q in enumerate(QUESTIONS)])
     with pytest.raises(HNeuronsError, match="no balanced set"):
         _run_stage(root, monkeypatch)
+    # an LLM judge whose endpoint is down: one line naming the param, before any sampling
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sample"]["judge"] = {"kind": "llm", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(HNeuronsError, match=r"^sample\.judge\.base_url=.*unreachable"):
+        _run_stage(root, monkeypatch)
     assert list((root / ".cache/hneurons/sample/tiny").iterdir())
 
 

@@ -64,9 +64,11 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         prompt = body["messages"][0]["content"]
-        response = prompt.split("Response: ")[1].split("\n")[0]
-        answers = prompt.split("Correct Answers: ")[1].split("\n")[0]
-        verdict = "t" if any(a.lower() in response.lower() for a in json.loads(answers.replace("'", '"'))) else "f"
+        verdict = "t"
+        if "Response: " in prompt:
+            response = prompt.split("Response: ")[1].split("\n")[0]
+            answers = json.loads(prompt.split("Correct Answers: ")[1].split("\n")[0].replace("'", '"'))
+            verdict = "t" if any(a.lower() in response.lower() for a in answers) else "f"
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -101,6 +103,7 @@ def test_llm_judge_against_fake_server(fake_server, monkeypatch):
     assert refused.refusal and not right.refusal
     assert right.span == (6, 11) and right.judge == "llm:fake-4o"
     assert len(_FakeOpenAI.seen) == 2
+    judge.check()
     request = _FakeOpenAI.seen[0]
     assert request["path"] == "/v1/chat/completions"
     assert request["auth"] == "Bearer sk-secret"
@@ -120,6 +123,8 @@ def test_llm_judge_unreachable_endpoint_is_one_line_error():
     with pytest.raises(HNeuronsError, match=r"^sample\.judge\.base_url=.*unreachable") as info:
         judge.judge("q?", "Paris", ["Paris"])
     assert "\n" not in str(info.value)
+    with pytest.raises(HNeuronsError, match="unreachable"):
+        judge.check()
 
 
 def test_llm_judge_requires_endpoint_and_model():
