@@ -55,6 +55,14 @@ def make_matrix(rows: int, features: int, effect: float = 0.5, seed: int = 0) ->
     return x_path, y_path
 
 
+def objective(probe, X: np.ndarray, y: np.ndarray) -> float:
+    """liblinear's L1 objective ||w||_1 + |b| + C * sum log(1 + exp(-s_i (w.x_i + b))), s = +-1."""
+    margin = probe.decision_function(X)
+    sign = 2.0 * y.astype(np.float64) - 1.0
+    return float(np.abs(probe.coef_).sum() + abs(probe.intercept_[0])
+                 + probe.C * np.logaddexp(0.0, -sign * margin).sum())
+
+
 def worker(args: argparse.Namespace) -> None:
     """Load the matrix, fit once, print one JSON line (peak RSS in bytes, CPU seconds, sets)."""
     sys.path.insert(0, str(ROOT))
@@ -68,7 +76,8 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker != "load_only":
         solver = "liblinear" if args.worker == "liblinear_full" else "working_set"
         probe = L1Probe(C=args.C, solver=solver, standardize=args.worker == "working_set_std").fit(X, y)
-        result.update(n_nonzero=int(probe.support_.size), n_positive=int(probe.positive_.size),
+        result.update(objective=objective(probe, X, y), effective_tol=float(probe.effective_tol_),
+                      n_nonzero=int(probe.support_.size), n_positive=int(probe.positive_.size),
                       positive=probe.positive_.tolist(), nonzero=probe.support_.tolist(),
                       rounds=int(probe.n_rounds_), working_set=int(probe.working_set_size_))
     result.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0,
@@ -116,13 +125,14 @@ def main() -> None:
     print(f"matrix: {args.rows} x {args.features} float32 = {runs[0]['matrix_bytes'] / 2**20:.0f} MiB, "
           f"planted effect {args.effect:g}")
     print(f"{'method':18} {'C':>6} {'peak/matrix':>11} {'peak MiB':>9} {'CPU s':>7} {'nonzero':>7} "
-          f"{'positive':>8} {'rounds':>6} {'J(full)':>7}")
+          f"{'positive':>8} {'rounds':>6} {'J(full)':>7} {'objective':>12}")
     for r in runs:
         full = by_key.get(("liblinear_full", r["C"]))
         jac = f"{jaccard(r['positive'], full['positive']):.3f}" if full and "positive" in r else "-"
         print(f"{r['method']:18} {r['C']:>6g} {r['peak_rss'] / r['matrix_bytes']:>11.2f} "
               f"{r['peak_rss'] / 2**20:>9.0f} {r['cpu_s']:>7.1f} {r.get('n_nonzero', '-'):>7} "
-              f"{r.get('n_positive', '-'):>8} {r.get('rounds', '-'):>6} {jac:>7}")
+              f"{r.get('n_positive', '-'):>8} {r.get('rounds', '-'):>6} {jac:>7} "
+              f"{r.get('objective', float('nan')):>12.6g}")
         r["peak_over_matrix"] = r["peak_rss"] / r["matrix_bytes"]
         if full and "positive" in r:
             r["jaccard_positive_vs_full"] = jaccard(r["positive"], full["positive"])

@@ -17,10 +17,20 @@ column left out; the worst violators join the working set and liblinear refits,
 until no column violates it by more than ``kkt_tol``. Full liblinear copies the
 matrix twice in float64 (~9x the float32 size) and counts non-zeros in int32.
 
-Deviation from the authors' code: ``tol`` defaults to 1e-6 (theirs: sklearn's 1e-4),
-because the positive-weight set measurably depends on it (probe-notes.md).
-
 H-Neurons are the columns with a positive weight at the chosen C.
+
+Deviations from the paper / the authors' code, and choices where they are silent:
+
+- ``tol`` defaults to 1e-6 (theirs: sklearn's 1e-4), because the positive-weight
+  set measurably depends on it (probe-notes.md).
+- C selection (:func:`select_C`): a C whose probe has no positive weight is not
+  eligible (suppressing nothing would trivially win the task term); ties go to
+  fewer H-Neurons, then smaller C. The paper reports neither grid nor tie rule.
+- Stability selection resamples training *questions* with replacement, within
+  each label stratum, as row weights; the paper has no stability analysis.
+- Baselines (:func:`random_baselines`, :func:`dense_probe_scores`): z-scored L2
+  logistic regression on the drawn columns (the paper does not give the
+  baseline's regulariser); random neurons exclude the H-Neurons.
 """
 
 from __future__ import annotations
@@ -110,17 +120,18 @@ def column_stats(X: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def xt_dot(X: np.ndarray, r: np.ndarray, mean: np.ndarray | None = None,
            scale: np.ndarray | None = None) -> np.ndarray:
-    """``X~^T r`` as float64[n_features], streaming over row blocks.
+    """``X~^T r`` streaming over row blocks: float64[n_features] for r float[n], float64[k, n_features]
+    for r float[n, k] (k vectors in one pass over X).
 
     X~ is X, or (X - mean) / scale when both are given. Each block is converted to
     float64 (a bounded copy, at most 16 MiB), so the sums are exact to float64.
     """
     r = np.asarray(r, dtype=np.float64)
-    out = np.zeros(X.shape[1], dtype=np.float64)
+    out = np.zeros(r.shape[1:] + (X.shape[1],), dtype=np.float64)
     for rows in row_blocks(X.shape[0], X.shape[1]):
-        out += r[rows] @ np.asarray(X[rows], dtype=np.float64)
+        out += r[rows].T @ np.asarray(X[rows], dtype=np.float64)
     if mean is not None and scale is not None:
-        out = (out - mean * r.sum()) / scale
+        out = (out - np.multiply.outer(r.sum(axis=0), mean)) / scale
     return out
 
 
@@ -175,14 +186,15 @@ class L1Probe(ClassifierMixin, BaseEstimator):
     streaming pass, never a float64 copy; the weights are then in standardized
     units); ``solver`` 'working_set' (exact, memory-light; default) or 'liblinear'
     (the whole matrix, ~9x its float32 size); ``screen_size`` initial working-set
-    size; ``max_add`` violators added per round; ``kkt_tol`` accepted KKT
+    size; ``max_add`` the fewest violators added per round (more, up to doubling the set); ``kkt_tol`` accepted KKT
     violation (``C|grad_j| <= 1 + kkt_tol``); ``max_rounds`` working-set rounds.
 
     Fitted attributes: ``coef_`` float64[1, n_features], ``intercept_`` float64[1],
     ``classes_`` [0, 1], ``n_features_in_``, ``mean_``/``scale_`` (float64[n_features]
     or None), ``n_rounds_``, ``working_set_size_``, ``kkt_max_violation_`` (largest
     ``C|grad_j| - 1`` outside the working set; nan for solver='liblinear'),
-    ``kkt_converged_``.
+    ``kkt_converged_``, ``effective_tol_`` (the tolerance handed to liblinear in
+    the last round; see ``_fit_working_set``).
     """
 
     def __init__(self, C: float = 1.0, tol: float = 1e-6, standardize: bool = False,
@@ -238,7 +250,7 @@ class L1Probe(ClassifierMixin, BaseEstimator):
         _check_nnz(X.shape[0], X.shape[1], "solver='liblinear'")
         Xs = X if self.mean_ is None else ((X - self.mean_) / self.scale_).astype(X.dtype)
         coef, intercept = _liblinear(Xs, y, w, self.C, self.tol, self.max_iter, self.random_state)
-        self.n_rounds_, self.working_set_size_ = 1, X.shape[1]
+        self.n_rounds_, self.working_set_size_, self.effective_tol_ = 1, X.shape[1], self.tol
         self.kkt_max_violation_, self.kkt_converged_ = float("nan"), True
         return coef, intercept
 
@@ -250,17 +262,34 @@ class L1Probe(ClassifierMixin, BaseEstimator):
         return block
 
     def _fit_working_set(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+        """Working set + KKT loop (see the module docstring).
+
+        liblinear stops when the summed optimality violation falls below ``tol`` times
+        its value at w = 0, summed over the columns it is given. On a working set that
+        reference sum covers only the working columns, so ``tol`` is rescaled by
+        (sum over all columns) / (sum over the working columns): every fit stops at the
+        same absolute violation as liblinear on the whole matrix would (``effective_tol_``).
+        The working set grows by the worst violators, at least ``max_add`` and at most
+        doubling per round, so the number of rounds stays logarithmic.
+        """
         n_features = X.shape[1]
         ybar = float(w @ y / w.sum())
-        screen = np.abs(xt_dot(X, w * (y - ybar), self.mean_, self.scale_))
+        wy_x, w_x = xt_dot(X, np.column_stack([w * y, w]), self.mean_, self.scale_)
+        screen = np.abs(wy_x - ybar * w_x)
+        # liblinear's violation at w = 0 (p = 1/2) per column, and for the bias column (value 1)
+        zero_violation = np.maximum(self.C * np.abs(0.5 * w_x - wy_x) - 1.0, 0.0)
+        bias_violation = max(self.C * abs(float(w @ (0.5 - y))) - 1.0, 0.0)
+        total_violation = zero_violation.sum() + bias_violation
         order = np.argsort(-screen, kind="stable")
         working = np.sort(order[: min(int(self.screen_size), n_features)])
         rounds = tqdm(range(1, int(self.max_rounds) + 1), desc=f"L1 probe C={self.C:g}", unit="round",
                       disable=not self.progress, leave=False)
-        coef_w, intercept, violation, converged = np.zeros(0), 0.0, float("inf"), False
+        coef_w, intercept, violation, converged, tol = np.zeros(0), 0.0, float("inf"), False, self.tol
         for n_round in rounds:
+            working_violation = zero_violation[working].sum() + bias_violation
+            tol = self.tol * total_violation / working_violation if working_violation > 0 else self.tol
             Xw = self._columns(X, working)
-            coef_w, intercept = _liblinear(Xw, y, w, self.C, self.tol, self.max_iter, self.random_state)
+            coef_w, intercept = _liblinear(Xw, y, w, self.C, tol, self.max_iter, self.random_state)
             margin = Xw @ coef_w.astype(X.dtype) + intercept
             del Xw
             grad = xt_dot(X, w * (expit(margin.astype(np.float64)) - y), self.mean_, self.scale_)
@@ -271,11 +300,12 @@ class L1Probe(ClassifierMixin, BaseEstimator):
                 converged = True
                 break
             candidates = np.flatnonzero(excess > self.kkt_tol)
-            worst = candidates[np.argsort(-excess[candidates], kind="stable")[: int(self.max_add)]]
+            n_add = max(int(self.max_add), working.size)
+            worst = candidates[np.argsort(-excess[candidates], kind="stable")[:n_add]]
             working = np.union1d(working, worst)
         coef = np.zeros(n_features, dtype=np.float64)
         coef[working] = coef_w
-        self.n_rounds_, self.working_set_size_ = n_round, int(working.size)
+        self.n_rounds_, self.working_set_size_, self.effective_tol_ = n_round, int(working.size), tol
         self.kkt_max_violation_, self.kkt_converged_ = violation, converged
         return coef, intercept
 
@@ -561,6 +591,7 @@ def save_probe(probe: L1Probe, directory, metadata: dict | None = None) -> None:
         "format": "hneurons.L1Probe/1", "params": probe.get_params(), "n_features": int(probe.n_features_in_),
         "n_nonzero": int(support.size), "n_positive": int(probe.positive_.size),
         "n_rounds": int(probe.n_rounds_), "working_set_size": int(probe.working_set_size_),
+        "effective_tol": float(probe.effective_tol_),
         "kkt_max_violation": _finite_or_none(probe.kkt_max_violation_),
         "kkt_converged": bool(probe.kkt_converged_), "metadata": metadata or {},
     }
@@ -594,6 +625,7 @@ def load_probe(directory) -> tuple[L1Probe, dict]:
         probe.mean_[tensors["support"]] = tensors["mean"]
         probe.scale_[tensors["support"]] = tensors["scale"]
     probe.n_rounds_, probe.working_set_size_ = info["n_rounds"], info["working_set_size"]
+    probe.effective_tol_ = info["effective_tol"]
     violation = info["kkt_max_violation"]
     probe.kkt_max_violation_ = float("nan") if violation is None else violation
     probe.kkt_converged_ = info["kkt_converged"]

@@ -125,6 +125,10 @@ def test_streaming_passes_match_dense_numpy(data):
     X, y, _, _ = data
     r = np.random.default_rng(3).normal(size=len(y))
     np.testing.assert_allclose(xt_dot(X, r), X.astype(np.float64).T @ r, rtol=1e-10)
+    R = np.column_stack([r, r ** 2])
+    mu, sd = X.mean(0).astype(np.float64), X.std(0).astype(np.float64)
+    Z = (X.astype(np.float64) - mu) / sd
+    np.testing.assert_allclose(xt_dot(X, R, mu, sd), (Z.T @ R).T, rtol=1e-7, atol=1e-9)
     w = np.random.default_rng(4).random(len(y))
     mean, scale = column_stats(X, w)
     X64 = X.astype(np.float64)
@@ -438,3 +442,22 @@ def test_stage_bad_params_and_too_few_rows_are_one_line_errors(tmp_path, tiny_mo
     with pytest.raises(HNeuronsError, match="not found"):
         stage.main(["other-family"])
     assert not (tmp_path / "models/probe").exists()
+
+
+def test_working_set_reaches_full_liblinears_objective_when_many_columns_enter(data):
+    """Labels without signal: dozens of noise columns enter over several KKT rounds; same optimum."""
+    X, y, _, _ = data
+    y = np.random.default_rng(0).permutation(y)
+
+    def objective(fitted):
+        margin = fitted.decision_function(X)
+        return (np.abs(fitted.coef_).sum() + abs(fitted.intercept_[0])
+                + fitted.C * np.logaddexp(0.0, -(2.0 * y - 1.0) * margin).sum())
+
+    fast = L1Probe(C=100.0, screen_size=20, max_add=20).fit(X, y)
+    full = L1Probe(C=100.0, solver="liblinear").fit(X, y)
+    assert fast.support_.size > 40 and fast.n_rounds_ >= 3 and fast.kkt_converged_
+    assert fast.effective_tol_ > fast.tol  # rescaled to liblinear's whole-matrix stopping rule
+    assert objective(fast) == pytest.approx(objective(full), rel=1e-4)
+    overlap = len(set(fast.support_) & set(full.support_)) / len(set(fast.support_) | set(full.support_))
+    assert overlap > 0.9
