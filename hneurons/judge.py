@@ -4,7 +4,10 @@ Rule judge (paper [C] ``rule``, with one deliberate change): text and aliases ar
 normalized (lowercase, ``_`` and punctuation -> space, articles a/an/the dropped,
 whitespace collapsed); a response is correct when a normalized alias occurs in the
 normalized response **as whole words**. [C] accepts any substring ("york" inside
-"yorkshire", "1" inside "1931"); whole words are stricter (issue 3).
+"yorkshire", "1" inside "1931"); whole words are stricter (issue 3). Second change:
+aliases that occur in the question itself are ignored (see :func:`answer_aliases`);
+on SmolLM2-135M, 43 of 134 "consistently correct" questions were otherwise
+responses that merely repeated the question.
 
 Refusal / uncertainty detector: [C]'s pre-filter phrases ("don't know", "cannot",
 "not provided", "no information") plus common refusal and hedging phrases, and
@@ -52,28 +55,51 @@ def normalized_words(text: str) -> list[tuple[str, int, int]]:
     return out
 
 
-def find_alias(response: str, aliases: Sequence[str]) -> tuple[int, int] | None:
+_CHOICE_RE = re.compile(r"\bor\b", re.IGNORECASE)
+
+
+def answer_aliases(question: str, aliases: Sequence[str]) -> list[str]:
+    """The aliases that count as an answer to ``question``: those not already in the question.
+
+    TriviaQA alias lists hold phrases from the question ("capital of Kenya" for
+    Nairobi, a character's name for the series); a small model that parrots the
+    question would otherwise be judged correct ("The capital of Sierra Leone is
+    Kisena."). Exception: an either/or question (it contains "or") names its own
+    answer, so its aliases are all kept; so are they when every alias is in the question.
+    """
+    if _CHOICE_RE.search(question):
+        return list(aliases)
+    kept = [alias for alias in aliases if _match(normalized_words(question), alias) is None]
+    return kept or list(aliases)
+
+
+def _match(words: list[tuple[str, int, int]], alias: str) -> tuple[int, int] | None:
+    """(first word index, n words) of the first whole-word occurrence of ``alias`` in ``words``."""
+    target = normalize(alias or "").split()
+    if not target:
+        return None
+    tokens = [w for w, _, _ in words]
+    n = len(target)
+    for index in range(len(tokens) - n + 1):
+        if tokens[index:index + n] == target:
+            return index, n
+    return None
+
+
+def find_alias(response: str, aliases: Sequence[str], question: str | None = None) -> tuple[int, int] | None:
     """Char span [start, end) in ``response`` of the first whole-word alias match, or None.
 
     Aliases are normalized like the response; among matches the earliest start
-    wins, then the longest. Aliases that normalize to nothing are ignored.
+    wins, then the longest. Aliases that normalize to nothing are ignored. With
+    ``question``, only :func:`answer_aliases` count (what the rule judge uses).
     """
+    if question is not None:
+        aliases = answer_aliases(question, aliases)
     words = normalized_words(response)
-    tokens = [w for w, _, _ in words]
-    best: tuple[int, int] | None = None  # (start word, -n words)
-    for alias in aliases:
-        target = normalize(alias or "").split()
-        if not target:
-            continue
-        n = len(target)
-        for index in range(len(tokens) - n + 1):
-            if tokens[index:index + n] == target:
-                if best is None or (index, -n) < best:
-                    best = (index, -n)
-                break
-    if best is None:
+    matches = [m for m in (_match(words, alias) for alias in aliases) if m is not None]
+    if not matches:
         return None
-    first, n = best[0], -best[1]
+    first, n = min(matches, key=lambda m: (m[0], -m[1]))
     return words[first][1], words[first + n - 1][2]
 
 
@@ -113,13 +139,13 @@ class Judge(Protocol):
 
 
 class RuleJudge:
-    """Correct iff a normalized alias occurs as whole words in the normalized response (and no refusal)."""
+    """Correct iff an answer alias (:func:`answer_aliases`) occurs as whole words in the response, no refusal."""
 
     name = "rule"
 
     def judge(self, question: str, response: str, aliases: Sequence[str]) -> Judgement:
         refusal = is_refusal(response)
-        span = find_alias(response, aliases)
+        span = find_alias(response, aliases, question)
         return Judgement(correct=span is not None and not refusal, refusal=refusal, span=span, judge=self.name)
 
 
@@ -198,7 +224,7 @@ class LLMJudge:
 
     def judge(self, question: str, response: str, aliases: Sequence[str]) -> Judgement:
         refusal = is_refusal(response)
-        span = find_alias(response, aliases)
+        span = find_alias(response, aliases, question)
         if refusal:
             return Judgement(correct=False, refusal=True, span=span, judge=self.name)
         key = (question, response.strip(), tuple(aliases))

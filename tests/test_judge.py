@@ -43,6 +43,20 @@ def test_find_alias_prefers_earliest_then_longest():
     assert find_alias(text, ["the", ""]) is None            # aliases normalizing to nothing never match
 
 
+def test_aliases_in_the_question_do_not_count():
+    aliases = ["Freetown", "capital of Sierra Leone"]
+    question = "What is the capital of Sierra Leone?"
+    judge = RuleJudge()
+    assert not judge.judge(question, "The capital of Sierra Leone is Kisena.", aliases).correct
+    right = judge.judge(question, "The capital of Sierra Leone is Freetown.", aliases)
+    assert right.correct and right.span == (31, 39)
+    assert find_alias("The capital of Sierra Leone is Freetown.", aliases) == (4, 27)  # without the question
+    # either/or questions name their answer: aliases are kept
+    assert judge.judge("Which is further north, Corsica or Sardinia?", "Corsica.", ["Corsica"]).correct
+    # every alias in the question: all kept
+    assert judge.judge("Is it Paris?", "Paris", ["Paris"]).correct
+
+
 def test_refusal_detector():
     assert is_refusal("I do not know the answer.")
     assert is_refusal("I'm not sure.")
