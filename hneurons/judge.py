@@ -104,7 +104,8 @@ def find_alias(response: str, aliases: Sequence[str], question: str | None = Non
 
 
 _REFUSAL_PATTERNS = [
-    r"\bdon'?t know\b", r"\bdo not know\b", r"\bdoesn'?t know\b", r"\bcannot\b", r"\bcan'?t\b",
+    r"\bdon'?t know\b", r"\bdo not know\b", r"\bdoesn'?t know\b", r"\bcannot\b",
+    r"\bi can'?t\b", r"\bcan'?t (?:answer|provide|help|say|tell|determine|find|be sure)\b",
     r"\bnot provided\b", r"\bno information\b", r"\bnot sure\b", r"\bunsure\b", r"\buncertain\b",
     r"\bunable to\b", r"\bi'?m sorry\b", r"\bi am sorry\b", r"\bi apologi[sz]e\b", r"\bno answer\b",
     r"\bnot enough information\b", r"\bi don'?t have\b", r"\bi do not have\b", r"\bnot aware of\b",

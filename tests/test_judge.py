@@ -63,6 +63,9 @@ def test_refusal_detector():
     assert is_refusal("")
     assert not is_refusal("The Unknown Soldier")
     assert not is_refusal("Canterbury")  # 'can' inside a word is not "can't"
+    assert not is_refusal('The song "Can\'t Fight This Feeling" by REO Speedwagon.')
+    assert is_refusal("I can't answer that.")
+    assert is_refusal("The answer is not provided.")
 
 
 def test_parse_verdict():
