@@ -14,6 +14,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Llama model + tokenizer saved in HF format (session-scoped)."""
-    from tiny import save_tiny_model
+    from pipeline_utils import sharpen
+    from tiny import make_model, make_tokenizer
 
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", "llama")
+    path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    tokenizer = make_tokenizer()
+    sharpen(make_model("llama", vocab_size=len(tokenizer))).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

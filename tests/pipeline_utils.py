@@ -16,12 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Overrides that turn params.yaml into the tiny profile (a tiny random model as a `path`
 # spec, ~20 questions per dataset). Later stages add their tiny sizes here.
+N_TINY_QUESTIONS = 48
 TINY_OVERRIDES: dict[str, Any] = {
     "base": {"threads": 1},
+    "tune": {"families": []},
+    "origin": {"families": ["tiny"], "n_questions": 6, "n_boot": 50, "n_random_sets": 5},
+    "sample": {"families": ["tiny"], "n_samples": 2, "temperature": 0.0, "max_new_tokens": 5,
+               "max_per_class": None, "batch_size": 16, "splits": {"train": 0.5, "validation": 0.25, "test": 0.25}},
+    "extract": {"runs": {"tiny-instruct-triviaqa": {"family": "tiny", "role": "instruct", "dataset": "triviaqa"}},
+                "batch_size": 8, "row_group_examples": 8},
+    "probe": {"families": ["tiny"], "C_grid": [1, 10, 100], "n_bootstrap": 2, "n_ci_boot": 50,
+              "screen_size": 20, "max_add": 20,
+              "task": {"alpha": 0.0, "n_questions": 4, "max_new_tokens": 5, "batch_size": 4}},
     "models": {"tiny-instruct": {"family": "tiny", "role": "instruct",
                                  "source": {"kind": "path", "path": "tiny-model"}}},
     "datasets": {
-        "triviaqa": {"rows": [0, 24]},
+        "triviaqa": {"source": {"kind": "file", "path": "data/raw/tiny_triviaqa.jsonl"}, "rows": [0, N_TINY_QUESTIONS]},
         "nq_open": {"rows": [0, 20]},
         "bioasq": {"rows": [0, 20]},
         "nonexist": {"rows": [0, 20]},
@@ -34,10 +44,10 @@ TINY_OVERRIDES: dict[str, Any] = {
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``models`` is replaced wholesale (the tiny family only)."""
+    """Recursive dict merge; ``models`` and ``runs`` are replaced wholesale (the tiny family only)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "models":
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("models", "runs"):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -78,10 +88,44 @@ def make_repo(dest: Path, params: dict[str, Any], model_dir: Path) -> Path:
         shutil.copy2(source, target)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     shutil.copytree(model_dir, dest / "tiny-model")
+    write_tiny_triviaqa(dest / "tiny-model", dest / "data/raw/tiny_triviaqa.jsonl", params["sample"]["prompt"])
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-qm", "tiny profile")
     return dest
+
+
+def sharpen(model, seed: int = 0, std: float = 0.3):
+    """Random weights large enough that greedy decoding does not repeat one token."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0, std, generator=generator)
+    return model
+
+
+def write_tiny_triviaqa(model_dir: Path, path: Path, prompt: str, n: int = N_TINY_QUESTIONS) -> None:
+    """TriviaQA-format questions whose aliases are the tiny model's own greedy answer for even rows
+    (consistently faithful at T=0) and an unmatched string for odd rows (consistently hallucinated)."""
+    import json
+
+    from hneurons.generate import DecodingSettings, chat_prompt_ids, generate
+    from hneurons.models import load_causal_lm
+
+    model, tok = load_causal_lm(model_dir)
+    words = ["capital", "river", "author", "year", "painter", "city", "king", "planet"]
+    questions = [f"Which {words[i % 8]} is number {i}?" for i in range(n)]
+    prompts = [chat_prompt_ids(tok, prompt.format(question=q)) for q in questions]
+    greedy = generate(model, tok, prompts, DecodingSettings(temperature=0, max_new_tokens=5), None, batch_size=16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for i, (question, ids) in enumerate(zip(questions, greedy)):
+            answer = tok.decode(ids, skip_special_tokens=True).strip()
+            aliases = [answer] if i % 2 == 0 and answer else ["zzzz unmatched"]
+            handle.write(json.dumps({"question_id": f"tq_{i:03d}", "question": question, "answers": aliases}) + "\n")
 
 
 def set_param(repo: Path, dotted: str, value: Any) -> None:

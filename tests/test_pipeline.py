@@ -37,10 +37,12 @@ def test_first_repro_runs_every_stage(pipeline):
     ran = _ran(dvc.reproduce())
     expected = {f"prepare@{name}" for name in ("triviaqa", "nq_open", "bioasq", "nonexist", "falseqa",
                                                 "sycophancy", "jailbreak", "faitheval_style")}
-    expected |= {"model@tiny-instruct"}
+    expected |= {"model@tiny-instruct", "sample@tiny", "extract@tiny-instruct-triviaqa", "probe@tiny", "origin@tiny"}
     assert expected <= ran, sorted(ran)
     assert (repo / "models/llm/tiny/instruct/fingerprint.json").is_file()
     assert (repo / "data/prepared/triviaqa.parquet").is_file()
+    assert (repo / "data/activations/tiny/instruct/triviaqa.parquet").is_file()
+    assert (repo / "reports/probe/tiny/metrics.json").is_file()
     assert dvc.status() == {}
 
 
@@ -48,10 +50,19 @@ def test_param_change_reruns_only_that_stage_and_dependents(pipeline):
     repo, dvc = pipeline
     set_param(repo, "datasets.nq_open.rows", [0, 15])
     ran = _ran(dvc.reproduce())
-    assert ran == {"prepare@nq_open"}, sorted(ran)
+    assert ran == {"prepare@nq_open", "origin@tiny"}, sorted(ran)  # origin reads nq_open (backward transfer)
     import pyarrow.parquet as pq
 
     assert pq.read_metadata(repo / "data/prepared/nq_open.parquet").num_rows == 15
+
+
+def test_probe_param_change_reruns_probe_and_dependents_only(pipeline):
+    repo, dvc = pipeline
+    set_param(repo, "probe.C_grid", [1, 10])
+    ran = _ran(dvc.reproduce())
+    assert "probe@tiny" in ran
+    assert not ran & {"sample@tiny", "extract@tiny-instruct-triviaqa", "model@tiny-instruct"}, sorted(ran)
+    assert ran <= {"probe@tiny", "origin@tiny"}, sorted(ran)
 
 
 def test_noop_repro_runs_nothing(pipeline):
