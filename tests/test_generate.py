@@ -15,19 +15,10 @@ from hneurons.errors import HNeuronsError
 from hneurons.generate import (DecodingSettings, RunConfig, chat_prompt_ids, generate, generate_cached,
                                run_consistency, sample_next, sample_seed, stop_token_ids)
 from hneurons.judge import RuleJudge
+from pipeline_utils import sharpen as _sharpen
 
 QUESTIONS = ["What is the capital of France?", "Where in England was Dame Judi Dench born?",
              "Who won the Nobel Prize for Literature in 1930?", "Which year?"]
-
-
-def _sharpen(model, seed=0, std=0.3):
-    """Random weights large enough that greedy decoding does not repeat one token."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.normal_(0, std, generator=generator)
-    return model
 
 
 @pytest.fixture(scope="module")
