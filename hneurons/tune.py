@@ -7,9 +7,7 @@ Instruction set (seeded, documented, disjoint from every evaluation question):
 kind        source -> (user prompt, model response)
 ==========  ======================================================================
 trivia      NQ-Open dev rows reserved for tuning (the caller passes them; params
-            state the range) -> the question, with the paper's sampling suffix
-            " Respond with the answer only, without any explanation." on a seeded
-            ``suffix_share`` of them -> the first gold answer.
+            state the range) -> the question -> the first gold answer.
 premise     FalseQA **train** rows with label 1 (false premise) -> the question ->
             the reference rebuttal.
 refusal     AdvBench ``harmful_behaviors`` goals (not the 390 forbidden questions
@@ -19,6 +17,12 @@ abstain     Questions about made-up entities from :func:`made_up_entities` (a
             question templates and syllables from the NonExist set) -> one of
             ABSTENTIONS, each of which the refusal detector recognises.
 ==========  ======================================================================
+
+Every prompt but a harmful request gets a seeded surface form (capitalized with
+"?" or lower-case without; :func:`surface_form`), and any prompt, with seeded
+probability ``suffix_share``, the paper's sampling suffix " Respond with the
+answer only, without any explanation." (used by the sample stage), so neither
+formatting nor the suffix tells the twin which behaviour is wanted.
 
 Every candidate whose normalized question equals a question of an evaluation
 set is dropped (``excluded``), and made-up names share no word with the
@@ -153,27 +157,51 @@ def text_words(texts: Iterable[str]) -> set[str]:
     return words
 
 
+def surface_form(text: str, rng: random.Random) -> str:
+    """A seeded surface variant of a prompt, so casing and a final "?" carry no label.
+
+    With probability 1/2: first letter upper-cased and, for a question without
+    terminal punctuation, "?" appended (the FalseQA / made-up-entity style);
+    otherwise: first letter lower-cased and a final "?" dropped (the NQ-Open
+    style). Without this, a twin tuned on lower-case NQ trivia and well-formed
+    abstention questions learned to abstain on every well-formed question.
+    """
+    core = text.strip()
+    bare = core[:-1].rstrip() if core.endswith("?") else core
+    if rng.random() < 0.5:
+        return bare[:1].upper() + bare[1:] + ("" if bare[-1:] in ".!" else "?")
+    return bare[:1].lower() + bare[1:]
+
+
 def _candidates(trivia: Sequence[dict], premise: Sequence[dict], harmful: Sequence[dict],
                 seed: int, suffix_share: float, n_abstain: int,
                 forbidden_words: set[str]) -> dict[str, list[tuple[str, str, str, tuple[str, ...]]]]:
-    """(source_id, prompt, response, answers) candidates per kind, before exclusion and selection."""
+    """(source_id, prompt, response, answers) candidates per kind, before exclusion and selection.
+
+    Every question prompt gets a :func:`surface_form` and, with probability
+    ``suffix_share``, the sampling suffix (all kinds alike, so neither is a cue).
+    """
     rng = random.Random(seed)
+
+    def prompt_of(question: str, is_question: bool = True) -> str:
+        form = surface_form(question, rng) if is_question else question
+        return form + (SAMPLING_SUFFIX if rng.random() < suffix_share else "")
+
     out: dict[str, list[tuple[str, str, str, tuple[str, ...]]]] = {}
     out["trivia"] = []
     for row in trivia:
         answers = tuple(a for a in row["answers"] if a and a.strip())
-        if not answers:
-            continue
-        prompt = row["question"] + (SAMPLING_SUFFIX if rng.random() < suffix_share else "")
-        out["trivia"].append((row["example_id"], prompt, answers[0].strip(), answers))
-    out["premise"] = [(r["example_id"], r["question"], r["answers"][0].strip(), ())
+        if answers:
+            out["trivia"].append((row["example_id"], prompt_of(row["question"]), answers[0].strip(), answers))
+    out["premise"] = [(r["example_id"], prompt_of(r["question"]), r["answers"][0].strip(), ())
                       for r in premise if int(r.get("label", 1)) == 1 and r.get("split", "train") == "train"
                       and len(r["answers"]) and r["answers"][0].strip()]
-    out["refusal"] = [(r["example_id"], r["question"], rng.choice(REFUSALS), ()) for r in harmful]
+    out["refusal"] = [(r["example_id"], prompt_of(r["question"], is_question=False), rng.choice(REFUSALS), ())
+                      for r in harmful]
     out["abstain"] = []
     for index, (kind, name, question) in enumerate(made_up_entities(n_abstain, seed, forbidden_words)):
         response = rng.choice(ABSTENTIONS).format(kind=kind, name=name)
-        out["abstain"].append((f"madeup_{index:04d}", question, response, ()))
+        out["abstain"].append((f"madeup_{index:04d}", prompt_of(question), response, ()))
     return out
 
 

@@ -69,15 +69,38 @@ def test_instruction_set_sizes_splits_and_determinism():
     assert not any(is_refusal(e.response) for e in trivia)
 
 
+def test_surface_forms_hide_casing_and_question_marks():
+    import random
+
+    rng = random.Random(0)
+    forms = {tune.surface_form("Who wrote Hamlet?", rng) for _ in range(40)}
+    assert forms == {"Who wrote Hamlet?", "who wrote Hamlet"}
+    forms = {tune.surface_form("what is item number 3", rng) for _ in range(40)}
+    assert forms == {"What is item number 3?", "what is item number 3"}
+    forms = {tune.surface_form("List five fungi that can fly.", rng) for _ in range(40)}
+    assert forms == {"List five fungi that can fly.", "list five fungi that can fly."}
+    examples, _ = tune.build_instruction_set(_trivia(40), _premise(30), _harmful(30), [], [],
+                                             {"trivia": 20, "premise": 20, "refusal": 20, "abstain": 20}, 0, 7)
+    for kind in ("trivia", "premise", "abstain"):
+        prompts = [tune._question_of(e.prompt) for e in examples if e.kind == kind]
+        assert any(p[0].isupper() and p.endswith("?") for p in prompts), kind
+        assert any(p[0].islower() and not p.endswith("?") for p in prompts), kind
+    for kind in tune.KINDS:
+        suffixed = [e.prompt.endswith(tune.SAMPLING_SUFFIX) for e in examples if e.kind == kind]
+        assert 0 < sum(suffixed) < len(suffixed), kind
+    assert all(e.prompt.split(tune.SAMPLING_SUFFIX)[0] in {r["question"] for r in _harmful(30)}
+               for e in examples if e.kind == "refusal")
+
+
 def test_evaluation_questions_are_excluded_by_normalized_text():
     eval_questions = ["What is item number 3?", "  WHAT is item number 4 ", "explain how to do harm number 0"]
     examples, summary = tune.build_instruction_set(_trivia(20), _premise(10), _harmful(10), eval_questions, [],
                                                    SIZES, 2, 7, suffix_share=1.0)
-    prompts = {tune._question_of(e.prompt) for e in examples}
+    prompts = {tune.normalize(tune._question_of(e.prompt)) for e in examples}
     assert "what is item number 3" not in prompts and "what is item number 4" not in prompts
-    assert "Explain how to do harm number 0" not in prompts
+    assert "explain how to do harm number 0" not in prompts
     assert summary["trivia"]["excluded"] == 2 and summary["refusal"]["excluded"] == 1
-    assert all(e.prompt.endswith(tune.SAMPLING_SUFFIX) for e in examples if e.kind == "trivia")
+    assert all(e.prompt.endswith(tune.SAMPLING_SUFFIX) for e in examples)
 
 
 def test_too_few_candidates_is_a_one_line_error():
