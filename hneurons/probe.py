@@ -109,8 +109,7 @@ def column_stats(X: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndar
         block = np.asarray(X[rows], dtype=np.float64)
         w = weight[rows]
         s1 += w @ block
-        block *= block
-        s2 += w @ block
+        s2 += w @ np.square(block)  # not in place: block may be a view of a float64 X
     mean = s1 / total
     var = np.maximum(s2 / total - mean * mean, 0.0)
     scale = np.sqrt(var)

@@ -194,6 +194,7 @@ def plot_pngs(out: Path, grid: pd.DataFrame, per_layer: pd.DataFrame, chosen_C: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     meta = {"Software": None}
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -219,6 +220,7 @@ def plot_pngs(out: Path, grid: pd.DataFrame, per_layer: pd.DataFrame, chosen_C: 
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(per_layer["layer"], per_layer["n_h_neurons"])
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set(xlabel="layer", ylabel="H-Neurons", title=f"H-Neurons per layer (C={chosen_C:g})")
     fig.tight_layout()
     fig.savefig(out / "per_layer.png", dpi=100, metadata=meta)

@@ -135,6 +135,9 @@ def test_streaming_passes_match_dense_numpy(data):
     ref_mean = w @ X64 / w.sum()
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-10)
     np.testing.assert_allclose(scale, np.sqrt(w @ (X64 - ref_mean) ** 2 / w.sum()), rtol=1e-6)
+    X64_before = X64.copy()
+    column_stats(X64, w)
+    assert np.array_equal(X64, X64_before), "column_stats must not modify a float64 input"
     const = np.ones((5, 2), dtype=np.float32)
     assert column_stats(const, np.ones(5))[1].tolist() == [1.0, 1.0]
 
@@ -386,6 +389,7 @@ def test_stage_writes_h_neurons_probe_and_reports(stage_run):
     assert test["probe"]["accuracy"] > 0.8 and test["probe"]["auroc"] > 0.9
     lo, hi = test["probe"]["auroc_ci95"]
     assert lo <= test["probe"]["auroc"] <= hi
+    assert test["h_neurons_l2"]["auroc"] > 0.9
     for variant in ("random", "random_layer_matched"):
         assert test[variant]["n_seeds"] == 5 and len(test[variant]["per_seed"]) == 5
         assert test[variant]["auroc"]["mean"] < test["h_neurons_l2"]["auroc"]
