@@ -296,6 +296,18 @@ def _default_locate() -> Locate:
     return find_alias
 
 
+def _judged_aliases(record: Mapping[str, Any]) -> list[str]:
+    """The aliases the rule judge counted for this record: with a ``question``, those
+    not already in the question (``hneurons.judge.answer_aliases``), so the span is
+    the answer the judge credited, never a parroted part of the question."""
+    aliases = list(record.get("answers") or [])
+    question = record.get("question")
+    if not question:
+        return aliases
+    from hneurons.judge import answer_aliases
+    return answer_aliases(str(question), aliases)
+
+
 def char_span(text: str, record: Mapping[str, Any], rule: str, locate: Locate | None,
               annotations: Mapping[str, AnnotatedSpan] | None) -> CharSpan | str:
     """The rule's character span of one response's text, or a drop reason."""
@@ -306,7 +318,7 @@ def char_span(text: str, record: Mapping[str, Any], rule: str, locate: Locate | 
         return _shift_to(text, annotated) or "annotation_text_mismatch"
     correct = bool(record["correct"]) if "correct" in record else int(record["label"]) == 0
     if rule == "default" and correct:
-        found = locate(text, list(record.get("answers") or []))
+        found = locate(text, _judged_aliases(record))
         return tuple(found) if found is not None else "alias_not_found"
     return content_char_span(text) or "no_content"
 
@@ -317,7 +329,7 @@ def align_example(record: Mapping[str, Any], tokenizer: Any, rule: str = "defaul
     """One record -> a SpanExample, or the reason it is dropped (one of DROP_REASONS).
 
     ``record`` needs example_id, label, prompt_ids, response_ids; ``correct``
-    (else label == 0) and ``answers`` for the default rule; ``split`` is optional.
+    (else label == 0) and ``answers`` for the default rule; ``question`` (aliases it holds are skipped, as the judge does) and ``split`` are optional.
     """
     response_ids = np.asarray(record["response_ids"], dtype=np.int64).reshape(-1)
     if response_ids.size == 0:

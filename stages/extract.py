@@ -24,7 +24,7 @@ from hneurons.models import load_causal_lm
 from stages._common import load_params, param, run, setup_torch
 
 log = logging.getLogger("extract")
-SAMPLE_COLUMNS = ("example_id", "answers", "prompt_ids", "response_ids", "correct", "label", "split",
+SAMPLE_COLUMNS = ("example_id", "question", "answers", "prompt_ids", "response_ids", "correct", "label", "split",
                   "representative")
 CLASS_NAMES = {0: "faithful", 1: "hallucinated"}
 CODE_MODULES = (spans, cett, activations)

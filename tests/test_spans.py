@@ -197,3 +197,15 @@ def test_default_rule_uses_the_judges_alias_match(tok):
     spans = {e.example_id: decode_ids(tok, e.response_ids[e.answer[0]:e.answer[1]]).strip() for e in kept}
     assert spans == {"a": "paris", "b": "Sinclair Lewis"}
     assert dropped["alias_not_found"] == 1
+
+
+def test_default_rule_skips_aliases_the_question_already_holds(tok):
+    """The span is the alias the judge credited: an alias inside the question is not it."""
+    question = "Which city is the capital of France?"
+    record = {**_record(tok, "a", "The capital of France is Paris.", True, answers=["capital of France", "Paris"]),
+              "question": question}
+    kept, _ = align_answer_spans([record], tok, "default")
+    assert decode_ids(tok, kept[0].response_ids[kept[0].answer[0]:kept[0].answer[1]]).strip() == "Paris"
+    del record["question"]                      # without the question the earliest alias wins
+    kept, _ = align_answer_spans([record], tok, "default")
+    assert decode_ids(tok, kept[0].response_ids[kept[0].answer[0]:kept[0].answer[1]]).strip() == "capital of France"
