@@ -38,6 +38,26 @@ def sha256_bytes(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def jsonable(value: Any) -> Any:
+    """Nested data with numpy scalars as Python numbers and nan/inf as None (strict JSON), recursively."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def csv_text(frame: Any, float_format: str = "%.10g") -> str:
+    """A pandas frame as CSV text: no index, ``\\n`` line ends, fixed float format (byte-stable)."""
+    return frame.to_csv(index=False, lineterminator="\n", float_format=float_format)
+
+
 def dumps_json(obj: Any) -> str:
     """Canonical JSON text: sorted keys, 2-space indent, trailing newline."""
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"

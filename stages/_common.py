@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -40,6 +41,12 @@ def entry(params: dict[str, Any], section: str, name: str) -> dict[str, Any]:
     if name not in table:
         raise HNeuronsError(f"{section}.{name}: unknown (known: {', '.join(sorted(table)) or 'none'})")
     return table[name]
+
+
+def derived_seed(base_seed: int, tag: str) -> int:
+    """A 32-bit seed for one use (``tag``) of the root seed ``base.seed``."""
+    digest = hashlib.sha256(f"{int(base_seed)}\x1f{tag}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
 def setup_runtime(params: dict[str, Any]) -> None:

@@ -30,7 +30,6 @@ NQ-Open and BioASQ take their first ``origin.n_questions`` rows.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -42,17 +41,12 @@ import pyarrow.parquet as pq
 
 from hneurons import origin
 from hneurons.errors import HNeuronsError
-from hneurons.io import write_json, write_parquet, write_text
-from stages._common import load_params, param, run, setup_torch
+from hneurons.io import jsonable, write_json, write_parquet, write_text
+from stages._common import derived_seed, load_params, param, run, setup_torch
 
 log = logging.getLogger("origin")
 SECTION = "origin"
 
-
-def derived_seed(base_seed: int, tag: str) -> int:
-    """A 32-bit seed for one use (tag) of the root seed."""
-    digest = hashlib.sha256(f"{int(base_seed)}\x1f{tag}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big")
 
 
 def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
@@ -86,18 +80,6 @@ def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
         raise HNeuronsError(f"{SECTION}.max_per_class={cfg['max_per_class']!r}: expected null or an integer >= 1")
     return cfg
 
-
-def jsonable(value: Any) -> Any:
-    """Nested data with numpy scalars as Python numbers and non-finite floats as None (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
 
 
 # ---------------------------------------------------------------- drift

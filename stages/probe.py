@@ -26,7 +26,6 @@ metrics are on test answer rows (label 1 = hallucinated), as in the paper.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,22 +34,17 @@ import numpy as np
 import pandas as pd
 
 from hneurons.errors import HNeuronsError
-from hneurons.io import atomic_path, dumps_json, write_parquet
+from hneurons.io import atomic_path, csv_text, dumps_json, jsonable, write_parquet
 from hneurons.probe import (LABELLINGS, SOLVERS, L1Probe, check_C_grid, dense_probe_scores, h_neuron_frame,
                             random_baselines, save_probe, select_C, stability_selection, training_labels)
 from hneurons.stats import detection_summary, mean_sd
-from stages._common import load_params, param, run, setup_torch
+from stages._common import derived_seed, load_params, param, run, setup_torch
 
 log = logging.getLogger("probe")
 SECTION = "probe"
 
 
 # ---------------------------------------------------------------- params
-
-def derived_seed(base_seed: int, tag: str) -> int:
-    """A 32-bit seed for one use (tag) of the root seed."""
-    digest = hashlib.sha256(f"{int(base_seed)}\x1f{tag}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big")
 
 
 def read_config(params: dict[str, Any]) -> dict[str, Any]:
@@ -169,23 +163,6 @@ def make_task_accuracy(model, tokenizer, questions: pd.DataFrame, task: dict[str
 
 # ---------------------------------------------------------------- outputs
 
-def jsonable(value: Any) -> Any:
-    """Replace nan/inf by None and numpy scalars by Python ones, recursively (JSON has no nan)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def csv_text(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, lineterminator="\n", float_format="%.10g")
 
 
 def plot_pngs(out: Path, grid: pd.DataFrame, per_layer: pd.DataFrame, chosen_C: float) -> None:
