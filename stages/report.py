@@ -1,0 +1,101 @@
+"""report: every stage's outputs that exist -> reports/summary.md + figures, next to the paper.
+
+Reads, per family of ``report.families``, the artifacts below (any may be missing:
+its section then says "not run"), the params keys the deviations table compares
+(``hneurons.report.setting_keys()`` plus the ``models`` and ``datasets``
+sections) and ``dvc.lock`` (only to name the stage and lock hash of each
+artifact read; see hneurons.report.provenance). Writes
+
+- ``reports/summary.md``: the report (links ``figures/*.png`` and the origin
+  stage's drift strip);
+- ``reports/figures/``: identification / detection / compliance / origin PNGs per family;
+- ``reports/summary.json``: headline metrics per family and section (``dvc metrics diff``);
+- ``reports/figure_data/{detection,compliance,transfer}.csv``: the numbers behind the
+  figures, long over families (``dvc plots diff``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hneurons.errors import HNeuronsError
+from stages._common import load_params, param, run, setup_runtime
+
+log = logging.getLogger("report")
+SECTION = "report"
+SUMMARY, METRICS, FIGURES, FIGURE_DATA = (Path("reports/summary.md"), Path("reports/summary.json"),
+                                          Path("reports/figures"), Path("reports/figure_data"))
+LOCK = Path("dvc.lock")
+MISSING = object()
+
+
+def family_paths(family: str):
+    """Where each stage writes a family's artifacts (the stages' own conventions)."""
+    from hneurons.report import FamilyPaths
+
+    return FamilyPaths(
+        family=family, sample_metrics=f"reports/sample/{family}/metrics.json",
+        probe_metrics=f"reports/probe/{family}/metrics.json", probe_c_grid=f"reports/probe/{family}/c_grid.csv",
+        probe_per_layer=f"reports/probe/{family}/per_layer.csv",
+        detect_metrics=f"reports/detect/{family}/metrics.json", detect_table1=f"reports/detect/{family}/table1.csv",
+        intervene_metrics=f"reports/intervene/{family}/metrics.json",
+        intervene_compliance=f"reports/intervene/{family}/compliance.csv",
+        origin_metrics=f"reports/origin/{family}.json", origin_transfer=f"reports/origin/{family}/transfer.csv",
+        origin_strip=f"reports/origin/{family}/drift_strip.png")
+
+
+def read_families(params: dict[str, Any]) -> list[str]:
+    families = param(params, f"{SECTION}.families")
+    if not isinstance(families, list) or not all(isinstance(f, str) and f for f in families):
+        raise HNeuronsError(f"{SECTION}.families={families!r}: expected a list of family names")
+    if len(set(families)) != len(families):
+        raise HNeuronsError(f"{SECTION}.families={families!r}: a family is listed twice")
+    return families
+
+
+def read_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """``{dotted key: value}`` of the compared settings present in the params, plus models and datasets."""
+    from hneurons.report import setting_keys
+
+    values = {key: param(params, key, MISSING) for key in setting_keys()}
+    values = {key: value for key, value in values.items() if value is not MISSING}
+    values["models"] = param(params, "models", {})
+    values["datasets"] = param(params, "datasets", {})
+    return values
+
+
+def write_outputs(report) -> None:
+    """Figures, figure data, metrics, then the Markdown (each path atomically)."""
+    from hneurons.io import atomic_path, csv_text, dumps_json, jsonable, write_text
+
+    with atomic_path(FIGURES) as tmp:
+        tmp.mkdir()
+        for figure in report.figures:
+            figure.draw(tmp / figure.name)
+    with atomic_path(FIGURE_DATA) as tmp:
+        tmp.mkdir()
+        for name, frame in report.data.items():
+            (tmp / f"{name}.csv").write_text(csv_text(frame, "%.6g"), encoding="utf-8")
+    write_text(METRICS, dumps_json(jsonable(report.metrics)))
+    write_text(SUMMARY, report.markdown)
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        raise HNeuronsError("usage: python -m stages.report (no arguments; families from report.families)")
+    params = load_params()
+    setup_runtime(params)
+    from hneurons.lineage import load_lock
+    from hneurons.report import build_report
+
+    families = read_families(params)
+    lock = load_lock(LOCK) if LOCK.is_file() else None
+    report = build_report(Path("."), [family_paths(f) for f in families], read_settings(params), lock)
+    write_outputs(report)
+    log.info("%d families, %d figures -> %s", len(families), len(report.figures), SUMMARY)
+
+
+if __name__ == "__main__":
+    run(main)
