@@ -20,6 +20,7 @@ N_TINY_QUESTIONS = 48
 TINY_OVERRIDES: dict[str, Any] = {
     "base": {"threads": 1},
     "tune": {"families": []},
+    "report": {"families": ["tiny"]},
     "origin": {"families": ["tiny"], "n_questions": 6, "n_boot": 50, "n_random_sets": 5},
     "sample": {"families": ["tiny"], "n_samples": 2, "temperature": 0.0, "max_new_tokens": 5,
                "max_per_class": None, "batch_size": 16, "splits": {"train": 0.5, "validation": 0.25, "test": 0.25}},
