@@ -1,0 +1,280 @@
+"""The report: paper numbers, deviations from params, per-family sections, provenance, the stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hneurons import report as rp
+from hneurons.errors import HNeuronsError
+from hneurons.io import csv_text, dumps_json, jsonable
+from hneurons.stats import detection_summary, mean_sd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- paper data and deviations
+
+def test_paper_numbers_reproduce_paper_md_derived_figures():
+    # paper.md §5.2 "my arithmetic" means and §6.3 endpoint slopes, computed independently there
+    assert rp.paper_column("h_neurons", 0).mean() == pytest.approx(78.78, abs=0.01)
+    assert rp.paper_column("random", 3).mean() == pytest.approx(62.27, abs=0.01)
+    gains = rp.paper_column("h_neurons", 1) - rp.paper_column("random", 1)
+    assert gains.mean() == pytest.approx(11.60, abs=0.01)
+    small = [rp.paper_slopes(p)[m][0] for p in rp.FIG3 for m in rp.SMALL_MODELS]
+    large = [rp.paper_slopes(p)[m][0] for p in rp.FIG3 for m in rp.PAPER_MODELS if m not in rp.SMALL_MODELS]
+    assert np.mean(small) == pytest.approx(2.96, abs=0.01)
+    assert np.mean(large) == pytest.approx(2.32, abs=0.01)
+    assert all(len(v) == len(rp.FIG3_ALPHAS) for panel in rp.FIG3.values() for v in panel.values())
+
+
+def test_deviations_compare_values():
+    rows = rp.deviations({"sample.n_samples": 5, "sample.temperature": 1, "probe.standardize": 0,
+                          "probe.task.alpha": 0.5, "tune.families": ["gemma270m"]})
+    status = {r["key"]: r["status"] for r in rows}
+    assert status == {"sample.n_samples": "differs", "sample.temperature": "same",  # 1 == 1.0
+                      "probe.standardize": "differs",  # 0 is not false
+                      "probe.task.alpha": "differs (paper unstated)", "tune.families": "differs"}
+    assert [r["status"].startswith("differs") for r in rows] == [True, True, True, True, False]
+    assert rp.deviations({"sample.n_samples": 10})[0]["status"] == "same"
+
+
+def test_model_and_dataset_deviations():
+    ours = {"smollm2-instruct": {"source": {"kind": "wheel", "file": "x/SmolLM2.gguf"}}}
+    paper = {"llama8b-instruct": {"source": {"kind": "hf", "repo": "meta-llama/Llama-3.1-8B-Instruct"}}}
+    assert rp.model_deviation(ours)["value"] == {"smollm2-instruct": "x/SmolLM2.gguf"}
+    assert rp.model_deviation(paper) is None
+    assert rp.dataset_deviations({"faitheval_style": {"format": "faitheval_style", "rows": [0, 5]}})[0]["status"] \
+        == "differs"
+    assert rp.dataset_deviations({"triviaqa": {}}) == []
+
+
+def test_dvc_yaml_lists_every_compared_key_present_in_params():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    listed = set(yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["report"]["params"])
+
+    def present(key):
+        node = params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    wanted = {k for k in rp.setting_keys() if present(k)} | {"models", "datasets", "report.families"}
+    assert wanted <= listed, f"add to the report stage's params in dvc.yaml: {sorted(wanted - listed)}"
+    assert all(present(k) for k in listed), sorted(k for k in listed if not present(k))
+
+
+# ---------------------------------------------------------------- synthetic artifacts
+
+def scores_with_accuracy(n: int, acc: float) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced y and probabilities whose 0.5-threshold accuracy is exactly ``acc``."""
+    y = np.repeat([0, 1], n // 2)
+    score = np.where(y == 1, 0.9, 0.1)
+    wrong = np.arange(int(round(n * (1 - acc))))
+    score[wrong * 2 % n] = 1 - score[wrong * 2 % n]
+    return y, score
+
+
+def summary(acc: float, n: int = 100) -> dict:
+    y, score = scores_with_accuracy(n, acc)
+    return jsonable(detection_summary(y, score, 50, 0))
+
+
+def write(root: Path, path: str, text: str) -> None:
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text, encoding="utf-8")
+
+
+def write_family(root: Path, family: str, *, detect=True, intervene=True, origin=True) -> None:
+    """Artifacts in the shapes the stages write (sample, probe, detect, intervene, origin)."""
+    write(root, f"reports/sample/{family}/metrics.json", dumps_json(
+        {"questions_seen": 2000, "consistent": {"faithful": 60, "hallucinated": 900}, "selected_per_class": 60,
+         "splits": {"train": 36, "validation": 12, "test": 12}, "judge": "rule"}))
+    random = {"n_seeds": 5, "n_neurons": 12, "accuracy": mean_sd([0.6, 0.62, 0.58, 0.6, 0.6]),
+              "auroc": mean_sd([0.6, 0.65, 0.55, 0.6, 0.6])}
+    write(root, f"reports/probe/{family}/metrics.json", dumps_json(jsonable({
+        "n_h_neurons": 12, "n_features": 46080, "per_mille": 1000 * 12 / 46080, "chosen_C": 3.0,
+        "C_selection": {"criterion": "validation accuracy + task accuracy", "alpha": 0.0},
+        "test": {"probe": summary(0.75), "h_neurons_l2": summary(0.7), "random": random,
+                 "length": {"response_tokens": summary(0.55)}}})))
+    grid = pd.DataFrame({"C": [1.0, 3.0, 10.0], "val_accuracy": [0.6, 0.7, 0.7], "task_accuracy": [0.1, 0.09, 0.05],
+                         "score": [0.7, 0.79, 0.75], "n_positive": [3, 12, 40]})
+    write(root, f"reports/probe/{family}/c_grid.csv", csv_text(grid))
+    write(root, f"reports/probe/{family}/per_layer.csv",
+          csv_text(pd.DataFrame({"layer": range(6), "n_h_neurons": [0, 1, 2, 0, 4, 5]})))
+    if detect:
+        datasets = {d: {"h_neurons": summary(acc), "random": random, "length": {"response_tokens": summary(0.5)}}
+                    for d, acc in zip(rp.DETECT_DATASETS, (0.8, 0.7, 0.65, 0.9))}
+        write(root, f"reports/detect/{family}/metrics.json",
+              dumps_json({"table_metric": "accuracy", "datasets": datasets}))
+    if intervene:
+        rows = [{"benchmark": b, "neurons": neurons, "alpha": a, "compliance": c, "ci_lo": c - 0.05,
+                 "ci_hi": c + 0.05, "n": 100, "n_parsed": 100 - int(10 * a)}
+                for b in ("falseqa", "faitheval_style") for neurons, slope in (("h_neurons", 0.05), ("random", 0.0))
+                for a in (0.0, 1.0, 2.0, 3.0) for c in [0.3 + slope * a]]
+        write(root, f"reports/intervene/{family}/compliance.csv", csv_text(pd.DataFrame(rows)))
+    if origin:
+        from hneurons.origin import DriftTable, drift_report
+
+        rng = np.random.default_rng(0)
+        table = DriftTable.from_drifts(rng.random(600), rng.random(600), 100)
+        drift = drift_report(table, np.arange(0, 600, 50), [1, 2, 3])
+        for scope in ("global", "per_layer"):
+            drift[scope]["random"].pop("runs")
+        transfer = {"triviaqa": {"n": 80, "auroc": 0.7, "auroc_ci95": [0.6, 0.8],
+                                 "random_neurons": {"auroc": mean_sd([0.5, 0.55])}},
+                    "nq_open": {"n": 10, "auroc": None, "note": "fewer than two classes after balancing"}}
+        write(root, f"reports/origin/{family}.json", dumps_json(jsonable({"drift": drift, "transfer": transfer})))
+
+
+def paths(family: str):
+    sys.path.insert(0, str(ROOT))
+    from stages.report import family_paths
+
+    return family_paths(family)
+
+
+def lock_for(root: Path, files: dict[str, str]) -> dict:
+    """A parsed dvc.lock whose stage ``name`` locks each file at its current md5 (or a given bad hash)."""
+    from hneurons.lineage import parse_lock
+
+    stages: dict[str, dict] = {}
+    for path, stage in files.items():
+        value = rp.md5_file(root / path) if (root / path).is_file() else "0" * 32 + ".dir"
+        stages.setdefault(stage, {"cmd": "x", "outs": []})["outs"].append({"path": path, "md5": value, "hash": "md5"})
+    return parse_lock({"schema": "2.0", "stages": stages})
+
+
+# ---------------------------------------------------------------- build_report
+
+def test_report_renders_every_section_next_to_the_paper(tmp_path):
+    write_family(tmp_path, "fam")
+    lock = lock_for(tmp_path, {"reports/probe/fam/metrics.json": "probe@fam", "reports/origin/fam": "origin@fam"})
+    report = rp.build_report(tmp_path, [paths("fam")], {"sample.n_samples": 5, "sample.temperature": 1.0}, lock)
+    md = report.markdown
+    # identification: count, ratio, paper range, the chosen C marked
+    assert "**12 H-Neurons**" in md and "**0.260‰**" in md and "inside the paper's range" in md
+    assert "| 3 ← | 70.0 |" in md
+    # detection in Table 1 shape, this run's CIs, the paper's mean (range)
+    table1 = [line for line in md.splitlines() if line.startswith("| H-Neurons (this run)")][0]
+    assert table1.startswith("| H-Neurons (this run) | 80.0 [") and "| 90.0 [" in table1
+    assert "| H-Neurons (paper, mean of 6) | 78.8 (70.1–83.6) |" in md
+    assert "| gain, pp (this run / paper mean) | +20.0 / +16.4 |" in md
+    # intervention: slopes in pp per alpha (0.05 per alpha = 5 pp), the stand-in named, paper slope column
+    assert "| falseqa | h_neurons |" in md and "+5.00 / +5.00" in md and "faitheval_style (stand-in" in md
+    # origin: drift and transfer with CI, a one-class dataset's note
+    assert "| TriviaQA | 80 | 70.0 [60.0, 80.0] | 52.5 ± 3.5 |" in md
+    assert "fewer than two classes after balancing" in md
+    # provenance: stage + md5 + lock status, and a file inside a locked directory
+    assert "`reports/probe/fam/metrics.json` (stage `probe@fam`, md5 `" in md and "= dvc.lock" in md
+    assert "no stage in dvc.lock" in md  # detect files are not in this lock
+    # deviations from the params passed
+    assert "| `sample.n_samples` | `5` | `10` |" in md and "1 of 2 compared settings differ" in md
+    fam = report.metrics["families"]["fam"]
+    assert fam["detection"]["triviaqa"]["gain_pp"] == pytest.approx(20.0)
+    assert fam["intervention"]["falseqa"]["h_neurons"]["endpoint_slope_pp"] == pytest.approx(5.0)
+    assert fam["identification"]["n_h_neurons"] == 12
+    assert report.metrics["deviations"]["differs"] == ["sample.n_samples"]
+    assert sorted(f.name for f in report.figures) == ["compliance_fam.png", "detection_fam.png",
+                                                      "identification_fam.png", "origin_fam.png"]
+    det = report.data["detection"]
+    assert list(det["dataset"]) == ["TriviaQA", "NQ-Open", "BioASQ", "NonExist"]
+    assert det["h_neurons"].tolist() == pytest.approx([80.0, 70.0, 65.0, 90.0])
+    comp = report.data["compliance"]
+    assert len(comp) == 8 and comp.loc[comp["alpha"] == 3.0, "h_neurons"].tolist() == pytest.approx([45.0, 45.0])
+    for figure in report.figures:
+        figure.draw(tmp_path / figure.name)
+        assert (tmp_path / figure.name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_stage_files_say_not_run(tmp_path):
+    write_family(tmp_path, "a", detect=False, intervene=False, origin=False)
+    report = rp.build_report(tmp_path, [paths("a"), paths("b")], {}, None)
+    md = report.markdown
+    for stage, path in (("detect@a", "reports/detect/a/metrics.json"), ("intervene@a", "reports/intervene/a/compliance.csv"),
+                        ("origin@a", "reports/origin/a.json"), ("probe@b", "reports/probe/b/metrics.json"),
+                        ("sample@b", "reports/sample/b/metrics.json")):
+        assert f"_Not run: `{path}` does not exist (stage `{stage}` has not produced it)._" in md
+    assert "**12 H-Neurons**" in md  # family a's probe still rendered
+    assert [f.name for f in report.figures] == ["identification_a.png"]
+    assert report.data["detection"].empty and list(report.data["detection"].columns) == rp.PLOT_COLUMNS["detection"]
+
+
+def test_provenance_states(tmp_path):
+    write(tmp_path, "r/a.json", "{}\n")
+    write(tmp_path, "r/d/b.csv", "x\n1\n")
+    lock = lock_for(tmp_path, {"r/a.json": "s1", "r/d": "s2"})
+    assert rp.provenance("r/a.json", tmp_path, lock)["lock_status"] == "matches"
+    inside = rp.provenance("r/d/b.csv", tmp_path, lock)
+    assert (inside["stage"], inside["lock_status"]) == ("s2", "inside r/d")
+    write(tmp_path, "r/a.json", "{\"edited\": 1}\n")
+    assert rp.provenance("r/a.json", tmp_path, lock)["lock_status"] == "differs"
+    assert rp.provenance("r/a.json", tmp_path, None)["lock_status"] == "not in dvc.lock"
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    write_family(tmp_path, "f", detect=False, origin=False)
+    frame = pd.read_csv(tmp_path / "reports/intervene/f/compliance.csv")
+    frame["compliance"] *= 100  # percent instead of a fraction
+    write(tmp_path, "reports/intervene/f/compliance.csv", csv_text(frame))
+    with pytest.raises(HNeuronsError, match=r"^reports/intervene/f/compliance.csv: compliance and its CI must be"):
+        rp.build_report(tmp_path, [paths("f")], {}, None)
+    write(tmp_path, "reports/intervene/f/compliance.csv", "benchmark,alpha\nx,1\n")
+    with pytest.raises(HNeuronsError, match=r"missing columns \['neurons', 'compliance'"):
+        rp.build_report(tmp_path, [paths("f")], {}, None)
+    write(tmp_path, "reports/probe/f/metrics.json", "{not json")
+    with pytest.raises(HNeuronsError, match=r"^reports/probe/f/metrics.json: not readable as JSON"):
+        rp.build_report(tmp_path, [paths("f")], {}, None)
+
+
+# ---------------------------------------------------------------- the stage
+
+def run_stage(cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "stages.report"], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def stage_repo(tmp_path: Path, families) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["report"] = {"families": families}
+    write(tmp_path, "params.yaml", yaml.safe_dump(params, sort_keys=False))
+    return tmp_path
+
+
+def outputs(root: Path) -> dict[str, bytes]:
+    names = ["reports/summary.md", "reports/summary.json", *sorted(
+        str(p.relative_to(root)) for d in ("reports/figures", "reports/figure_data") for p in (root / d).iterdir())]
+    return {name: (root / name).read_bytes() for name in names}
+
+
+def test_stage_writes_declared_outputs_byte_identically(tmp_path):
+    repo = stage_repo(tmp_path, ["fam"])
+    write_family(repo, "fam")
+    first = run_stage(repo)
+    assert first.returncode == 0, first.stderr
+    before = outputs(repo)
+    assert set(before) >= {"reports/summary.md", "reports/summary.json", "reports/figures/detection_fam.png",
+                           "reports/figure_data/compliance.csv", "reports/figure_data/transfer.csv"}
+    assert "## Deviations from the paper" in before["reports/summary.md"].decode()
+    assert json.loads(before["reports/summary.json"])["families"]["fam"]["identification"]["chosen_C"] == 3.0
+    assert str(tmp_path) not in before["reports/summary.md"].decode()  # no absolute paths
+    again = run_stage(repo)
+    assert again.returncode == 0, again.stderr
+    assert outputs(repo) == before
+
+
+def test_stage_bad_families_param_is_one_line(tmp_path):
+    repo = stage_repo(tmp_path, "smollm2")
+    result = run_stage(repo)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: report.families='smollm2': expected a list of family names"
