@@ -1,0 +1,330 @@
+"""Detection generalization (paper §5, Table 1): judge one sampled response per question,
+balance, read out answer-span CETT and score it with an unchanged probe and its baselines.
+
+Labels: 1 = hallucinated, 0 = faithful, -1 = dropped (``reason`` says why).
+
+- QA sets (TriviaQA, NQ-Open, BioASQ): the rule judge (:class:`hneurons.judge.RuleJudge`,
+  whole-word alias match, aliases inside the question ignored). Correct -> faithful,
+  wrong -> hallucinated; refusals and empty responses are dropped (the probe was
+  trained without refusals, paper §2).
+- NonExist (fabricated entities, no reference answer): :func:`is_abstention` -> faithful
+  (an "I don't know", "does not exist", "not a real ...", "no information" reply),
+  any other non-empty reply -> hallucinated (a confident answer about something that
+  does not exist). Empty responses are dropped. The paper does not define the faithful
+  class of NonExist (paper.md §9 #12); this follows its suggested default.
+
+Answer span (paper: GPT-4o span; here the probe's own span rule, read from the training
+activations' metadata): QA faithful rows use the matched alias, every other row
+(hallucinated QA rows, both NonExist classes) its whole content, so a NonExist
+abstention's "answer tokens" are the abstention itself (paper.md §9 #12).
+
+Scores: the H-Neuron probe's probability (accuracy at 0.5, as the authors'
+``model.predict``; AUROC threshold-free), random-neuron probes (:func:`hneurons.probe.random_baselines`,
+trained on the probe's own training rows) and the length-only probe (:func:`length_probe_scores`).
+The shared pieces used by the origin stage too are :func:`answer_features` and
+:func:`probe_training_rows`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hneurons.errors import HNeuronsError
+from hneurons.judge import RuleJudge, is_refusal
+
+DATASETS = ("triviaqa", "nq_open", "bioasq", "nonexist")
+QA_DATASETS = ("triviaqa", "nq_open", "bioasq")
+TABLE1_NAMES = {"triviaqa": "TriviaQA", "nq_open": "NQ-Open", "bioasq": "BioASQ", "nonexist": "NonExist"}
+FAITHFUL, HALLUCINATED, DROPPED = 0, 1, -1
+CLASS_NAMES = {FAITHFUL: "faithful", HALLUCINATED: "hallucinated"}
+TABLE_METRICS = ("accuracy", "auroc")
+
+# ---------------------------------------------------------------- judging
+
+# Abstention phrases beyond judge.is_refusal: the entity is said not to exist / not to be known.
+_ABSTAIN_PATTERNS = [
+    r"\b(?:does|do|did) ?n[o']t (?:seem to |appear to )?exist\b", r"\bnon-?existent\b", r"\bno longer exists?\b",
+    r"\bnot (?:a )?(?:real|known|recogni[sz]ed|registered|an? (?:actual|existing|real))\b",
+    r"\bisn'?t (?:a )?(?:real|known|recogni[sz]ed)\b", r"\bfictional\b", r"\bfictitious\b", r"\bmade[- ]up\b",
+    r"\bno (?:such|record|records|information|data|evidence|mention)\b", r"\bnot familiar\b",
+    r"\bnot (?:able|aware)\b", r"\bunfamiliar\b", r"\bcan ?not (?:find|locate|identify)\b",
+    r"\bcould ?n[o']t (?:find|locate|identify)\b", r"\bunknown\b", r"\bnot (?:been )?(?:found|documented)\b",
+    r"\bhypothetical\b", r"\bimaginary\b", r"\bthere (?:is|are) no\b",
+]
+_ABSTAIN_RE = re.compile("|".join(_ABSTAIN_PATTERNS))
+# A hedge that goes on to answer anyway ("not known for sure, but it was approved in 2017") is an answer.
+_HEDGE_THEN_ANSWER_RE = re.compile(
+    r"\b(?:not (?:known|sure|certain)|(?:currently |still )?unknown|uncertain|unsure)\b[^.;]*?\b(?:but|however)\b")
+_WORD_RE = re.compile(r"[^\W_]+")
+
+
+def is_abstention(response: str) -> bool:
+    """True if a reply about a (fabricated) entity declines to answer or says it does not exist.
+
+    Covers :func:`hneurons.judge.is_refusal` (refusals, "I don't know", hedges) plus
+    "does not exist", "not a real ...", "fictional", "no information/record", "not familiar".
+    A hedge followed in the same sentence by "but"/"however" ("not known for certain, but
+    it is believed to ...") is not an abstention: it answers anyway (3 of the 72 NonExist
+    fixture responses do this). An empty reply counts as an abstention here;
+    :func:`judge_nonexist` drops it first.
+    """
+    text = response.lower().replace("\u2019", "'").replace("\u2018", "'")
+    hedged = _HEDGE_THEN_ANSWER_RE.search(text)
+    if hedged:
+        text = text[:hedged.start()] + text[hedged.end():]
+    return is_refusal(text) or bool(_ABSTAIN_RE.search(text))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One response's detection label (1 / 0 / -1) and why: correct, wrong, refusal, empty,
+    abstention, confident_answer."""
+
+    label: int
+    reason: str
+
+    @property
+    def correct(self) -> bool:
+        """True when the span rule should look for the credited alias (QA faithful rows only)."""
+        return self.reason == "correct"
+
+
+def _empty(response: str) -> bool:
+    return not _WORD_RE.search(response)
+
+
+def judge_qa(question: str, response: str, aliases: Sequence[str], judge: RuleJudge | None = None) -> Verdict:
+    """Alias judge for TriviaQA / NQ-Open / BioASQ: correct -> 0, wrong -> 1, refusal/empty -> dropped."""
+    if _empty(response):
+        return Verdict(DROPPED, "empty")
+    verdict = (judge or RuleJudge()).judge(question, response, list(aliases))
+    if verdict.refusal:
+        return Verdict(DROPPED, "refusal")
+    return Verdict(FAITHFUL, "correct") if verdict.correct else Verdict(HALLUCINATED, "wrong")
+
+
+def judge_nonexist(response: str) -> Verdict:
+    """NonExist judge: abstention -> 0 (faithful), confident answer -> 1 (hallucinated), empty -> dropped."""
+    if _empty(response):
+        return Verdict(DROPPED, "empty")
+    return Verdict(FAITHFUL, "abstention") if is_abstention(response) else Verdict(HALLUCINATED, "confident_answer")
+
+
+def judge_response(dataset: str, question: str, response: str, aliases: Sequence[str]) -> Verdict:
+    """:func:`judge_nonexist` for ``nonexist``, :func:`judge_qa` for any other dataset."""
+    return judge_nonexist(response) if dataset == "nonexist" else judge_qa(question, response, aliases)
+
+
+def class_counts(labels: Sequence[int], reasons: Sequence[str]) -> dict[str, Any]:
+    """n per class and dropped examples by reason."""
+    labels = np.asarray(labels)
+    dropped: dict[str, int] = {}
+    for label, reason in zip(labels, reasons):
+        if label == DROPPED:
+            dropped[reason] = dropped.get(reason, 0) + 1
+    return {"n_questions": int(labels.size), "n_faithful": int(np.sum(labels == FAITHFUL)),
+            "n_hallucinated": int(np.sum(labels == HALLUCINATED)), "dropped": dict(sorted(dropped.items()))}
+
+
+def check_both_classes(dataset: str, counts: Mapping[str, Any], stage: str = "after judging") -> None:
+    """One-line HNeuronsError naming the dataset, the empty class and the counts."""
+    for label, name in CLASS_NAMES.items():
+        if counts[f"n_{name}"] == 0:
+            raise HNeuronsError(
+                f"detect {dataset}: no {name} responses {stage} (faithful {counts['n_faithful']}, hallucinated "
+                f"{counts['n_hallucinated']}, dropped {counts.get('dropped') or {}}); ask more questions "
+                f"(detect.n_questions.{dataset}) or drop {dataset} from detect.datasets")
+
+
+def judge_agreement(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Agreement of :func:`judge_response` with hand labels.
+
+    records: dicts with dataset, question, answers, response and ``label`` (the human
+    label: 0 faithful, 1 hallucinated, -1 dropped). Returns n, n_agree, agreement (share)
+    and a confusion count keyed ``human=<l>/judge=<l>``.
+    """
+    confusion: dict[str, int] = {}
+    agree = 0
+    for record in records:
+        got = judge_response(record["dataset"], record["question"], record["response"], record.get("answers") or [])
+        human = int(record["label"])
+        agree += int(got.label == human)
+        key = f"human={human}/judge={got.label}"
+        confusion[key] = confusion.get(key, 0) + 1
+    n = len(records)
+    return {"n": n, "n_agree": agree, "agreement": agree / n if n else float("nan"),
+            "confusion": dict(sorted(confusion.items()))}
+
+
+def read_fixture(path: str | Path) -> list[dict[str, Any]]:
+    """Hand-labelled responses from a JSONL file (one object per line)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise HNeuronsError(f"{path}: judge fixture not found")
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+# ---------------------------------------------------------------- features (shared with origin)
+
+
+@dataclass
+class TrainingRows:
+    """The probe's training rows: X float32[n, D], y int8[n] (probe labels), weight float64[n]
+    (1 where the labelling uses the row) and the activation frame (region, label, n_tokens, ...)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray
+    frame: pd.DataFrame
+
+
+def probe_training_rows(acts: str | Path, labelling: str) -> TrainingRows:
+    """Training-split rows of an activation file with the probe's labelling (3-vs-1 / 1-vs-1)."""
+    from hneurons.activations import read_activations
+    from hneurons.probe import training_labels
+
+    frame, X = read_activations(acts, {"split": "train"})
+    keep, y = training_labels(frame["region"].to_numpy(), frame["label"].to_numpy(), labelling)
+    return TrainingRows(X, y, keep.astype(np.float64), frame.reset_index(drop=True))
+
+
+def answer_features(model, tokenizer, records: Sequence[Mapping[str, Any]], dataset: str, meta: Mapping[str, Any],
+                    batch_size: int) -> tuple[np.ndarray, pd.DataFrame, dict[str, int]]:
+    """Answer-span CETT of judged responses with the probe's span rule, region variant and readout.
+
+    records: dicts with example_id, label, prompt_ids, response_ids, correct, answers
+    (and question). meta: the training activations' metadata (span_rule, region_variant,
+    readout). Returns (X float32[n, D], frame of the answer rows: example_id, label,
+    n_tokens, response_tokens, ...; span drop counts by reason).
+    """
+    from hneurons import cett, spans
+
+    if meta.get("span_rule") == "annotation":
+        raise HNeuronsError("extract.span_rule=annotation: new responses have no annotations; "
+                            "the detect/origin stages need span_rule default or content")
+    examples, dropped = spans.align_answer_spans(list(records), tokenizer, meta["span_rule"])
+    plan = cett.plan_rows(examples, meta["region_variant"])
+    blocks = cett.extract_activations(model, plan, dataset=dataset, readout=meta["readout"],
+                                      batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0)
+    X_parts, frames = [], []
+    for rows, features in blocks:
+        answer = rows["region"].to_numpy() == "answer"
+        X_parts.append(features[answer])
+        frames.append(rows[answer])
+    if not X_parts:
+        return np.zeros((0, 0), dtype=np.float32), pd.DataFrame(columns=list(cett.META_COLUMNS)), dict(dropped)
+    frame = pd.concat(frames, ignore_index=True)
+    return np.concatenate(X_parts), frame, dict(sorted(dropped.items()))
+
+
+# ---------------------------------------------------------------- baselines and metrics
+
+LENGTH_VARIANTS = {"response_tokens": ("response_tokens",), "response_and_answer_tokens": ("response_tokens", "n_tokens")}
+
+
+def length_features(frame: pd.DataFrame, variant: str) -> np.ndarray:
+    """log(1 + token counts) of a length-only probe: float64[n, k] (``LENGTH_VARIANTS``).
+
+    ``response_tokens``: the response length; ``response_and_answer_tokens``: also the
+    answer span's length (``n_tokens`` of an answer row). Same features as the probe stage's
+    length baseline.
+    """
+    return np.log1p(frame[list(LENGTH_VARIANTS[variant])].to_numpy(dtype=np.float64))
+
+
+def length_probe_scores(train: pd.DataFrame, evaluate: pd.DataFrame, C: float) -> dict[str, np.ndarray]:
+    """P(hallucinated) from length-only probes, one per variant: {variant: float64[n_eval]}.
+
+    Trained 1-vs-1 on the training frame's answer rows (label = response label), like the
+    probe stage's length baseline; evaluated on ``evaluate`` (answer rows).
+    """
+    from hneurons.probe import dense_probe_scores
+
+    weight = (train["region"].to_numpy() == "answer").astype(np.float64)
+    labels = train["label"].to_numpy()
+    return {variant: dense_probe_scores(length_features(train, variant), labels, length_features(evaluate, variant),
+                                        C, weight)
+            for variant in LENGTH_VARIANTS}
+
+
+def detection_metrics(y: np.ndarray, probe_scores: np.ndarray, random_runs, length_scores: Mapping[str, np.ndarray],
+                      n_boot: int, seed: int) -> dict[str, Any]:
+    """Per-dataset metrics: H-Neuron probe (accuracy, AUROC, bootstrap 95% CIs), random-neuron
+    probes (mean +/- sd over seeds, per seed) and length-only probes.
+
+    y: int[n] (1 = hallucinated); probe_scores: P(y=1) float[n]; random_runs: list of
+    hneurons.probe.BaselineRun; length_scores: {variant: float[n]}.
+    """
+    from hneurons.stats import detection_summary, mean_sd
+
+    summary = lambda scores: detection_summary(y, scores, n_boot, seed)  # noqa: E731
+    per_seed = [{"seed": run.seed, **summary(run.scores)} for run in random_runs]
+    n_neurons = int(random_runs[0].neurons.size) if random_runs else 0
+    return {
+        "h_neurons": summary(probe_scores),
+        "random": {"n_seeds": len(per_seed), "n_neurons": n_neurons,
+                   "accuracy": mean_sd([s["accuracy"] for s in per_seed]),
+                   "auroc": mean_sd([s["auroc"] for s in per_seed]),
+                   "per_seed": [{k: s[k] for k in ("seed", "accuracy", "auroc")} for s in per_seed]},
+        "length": {variant: summary(scores) for variant, scores in length_scores.items()},
+    }
+
+
+# ---------------------------------------------------------------- Table 1
+
+
+def table1(results: Mapping[str, Mapping[str, Any]], metric: str = "accuracy") -> pd.DataFrame:
+    """Paper Table 1 shape: rows Random / H-Neurons, columns TriviaQA, NQ-Open, BioASQ, NonExist
+    (datasets present in ``results``, in paper order), values ``metric`` in percent.
+
+    results: {dataset: detection_metrics(...)}. Random is the mean over seeds.
+    """
+    if metric not in TABLE_METRICS:
+        raise HNeuronsError(f"detect.table_metric={metric!r}: expected one of {', '.join(TABLE_METRICS)}")
+    names = [d for d in DATASETS if d in results]
+    rows = []
+    for label, get in (("Random", lambda r: r["random"][metric]["mean"]), ("H-Neurons", lambda r: r["h_neurons"][metric])):
+        rows.append({"neurons": label, **{TABLE1_NAMES[d]: 100.0 * float(get(results[d])) for d in names}})
+    return pd.DataFrame(rows, columns=["neurons"] + [TABLE1_NAMES[d] for d in names])
+
+
+def plot_table1(results: Mapping[str, Mapping[str, Any]], metric: str, title: str, path: str | Path) -> None:
+    """Grouped bars (Random vs H-Neurons per dataset) with the H-Neuron bootstrap 95% CI and the
+    random sd as error bars, and a dashed chance line at 50; a deterministic PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hneurons.io import atomic_path
+
+    names = [d for d in DATASETS if d in results]
+    x = np.arange(len(names))
+    h = np.array([100 * results[d]["h_neurons"][metric] for d in names], dtype=float)
+    ci = np.array([[100 * v if v is not None else np.nan for v in results[d]["h_neurons"][f"{metric}_ci95"]]
+                   for d in names], dtype=float).reshape(-1, 2)
+    r = np.array([100 * results[d]["random"][metric]["mean"] for d in names], dtype=float)
+    r_sd = np.nan_to_num(np.array([100 * (results[d]["random"][metric]["sd"] or 0.0) for d in names], dtype=float))
+    h_err = np.nan_to_num(np.abs(np.stack([h - ci[:, 0], ci[:, 1] - h]))) if names else None
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=110)
+    ax.bar(x - 0.2, r, 0.4, yerr=r_sd, capsize=3, label="Random neurons (mean ± sd)", color="#95a5a6")
+    ax.bar(x + 0.2, h, 0.4, yerr=h_err, capsize=3, label="H-Neurons (95% CI)", color="#c0392b")
+    ax.axhline(50, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(x, [TABLE1_NAMES[d] for d in names])
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
