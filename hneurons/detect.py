@@ -51,7 +51,7 @@ TABLE_METRICS = ("accuracy", "auroc")
 _ABSTAIN_PATTERNS = [
     r"\b(?:does|do|did) ?n[o']t (?:seem to |appear to )?exist\b", r"\bnon-?existent\b", r"\bno longer exists?\b",
     r"\bnot (?:a )?(?:real|known|recogni[sz]ed|registered|an? (?:actual|existing|real))\b",
-    r"\bisn'?t (?:a )?(?:real|known|recogni[sz]ed)\b", r"\bfictional\b", r"\bfictitious\b", r"\bmade[- ]up\b",
+    r"\bisn'?t (?:a )?(?:real|known|recogni[sz]ed)\b", r"\bfictional\b", r"\bfictitious\b", r"\bmade[- ]up\b(?! of)",
     r"\bno (?:such|record|records|information|data|evidence|mention)\b", r"\bnot familiar\b",
     r"\bnot (?:able|aware)\b", r"\bunfamiliar\b", r"\bcan ?not (?:find|locate|identify)\b",
     r"\bcould ?n[o']t (?:find|locate|identify)\b", r"\bunknown\b", r"\bnot (?:been )?(?:found|documented)\b",

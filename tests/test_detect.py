@@ -21,7 +21,7 @@ from tiny import make_model, make_tokenizer
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests/fixtures/detect"
 # Agreement of the judges with the hand labels that the fixtures must keep (stated in the fixture README).
-MIN_AGREEMENT = {"qa": 0.9, "nonexist": 0.9}
+MIN_AGREEMENT = {"qa": 0.9, "nonexist": 0.85}
 
 
 # ------------------------------------------------------------------ judges
