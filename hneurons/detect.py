@@ -221,14 +221,16 @@ def answer_features(model, tokenizer, records: Sequence[Mapping[str, Any]], data
         X_parts.append(features[answer])
         frames.append(rows[answer])
     if not X_parts:
-        return np.zeros((0, 0), dtype=np.float32), pd.DataFrame(columns=list(cett.META_COLUMNS)), dict(dropped)
+        empty = pd.DataFrame(columns=list(cett.META_COLUMNS))
+        return np.zeros((0, 0), dtype=np.float32), empty, dict(sorted(dropped.items()))
     frame = pd.concat(frames, ignore_index=True)
     return np.concatenate(X_parts), frame, dict(sorted(dropped.items()))
 
 
 # ---------------------------------------------------------------- baselines and metrics
 
-LENGTH_VARIANTS = {"response_tokens": ("response_tokens",), "response_and_answer_tokens": ("response_tokens", "n_tokens")}
+LENGTH_VARIANTS = {"response_tokens": ("response_tokens",),
+                   "response_and_answer_tokens": ("response_tokens", "n_tokens")}
 
 
 def length_features(frame: pd.DataFrame, variant: str) -> np.ndarray:
@@ -292,7 +294,8 @@ def table1(results: Mapping[str, Mapping[str, Any]], metric: str = "accuracy") -
         raise HNeuronsError(f"detect.table_metric={metric!r}: expected one of {', '.join(TABLE_METRICS)}")
     names = [d for d in DATASETS if d in results]
     rows = []
-    for label, get in (("Random", lambda r: r["random"][metric]["mean"]), ("H-Neurons", lambda r: r["h_neurons"][metric])):
+    getters = (("Random", lambda r: r["random"][metric]["mean"]), ("H-Neurons", lambda r: r["h_neurons"][metric]))
+    for label, get in getters:
         rows.append({"neurons": label, **{TABLE1_NAMES[d]: 100.0 * float(get(results[d])) for d in names}})
     return pd.DataFrame(rows, columns=["neurons"] + [TABLE1_NAMES[d] for d in names])
 

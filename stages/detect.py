@@ -109,7 +109,8 @@ def detect_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
     return rows
 
 
-def judged_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any], salt: str) -> pd.DataFrame:
+def judged_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any],
+                     salt: str) -> pd.DataFrame:
     """Generate one response per question, judge it, balance: one row per question."""
     from hneurons.detect import judge_response
     from hneurons.generate import chat_prompt_ids, generate_cached
