@@ -7,13 +7,21 @@ tokens alike, in every forward pass. This is equivalent to the authors' in-place
 ``down_proj.weight[:, idx] *= alpha`` but leaves the weights untouched, so
 ``alpha`` can be swept without reloading the model.
 
+``positions="response"`` (a deviation offered as an option; the paper and [C]
+scale every position) scales z only in incremental decoding passes, i.e. at the
+positions of generated tokens: a forward pass is a decoding step when its query
+has one token and its KV cache is not empty (what hneurons.generate does after
+the prefill). Prompt positions, and hence the logits that pick the first
+response token, are then unchanged; a forward pass without a cache (teacher
+forcing) is left unscaled.
+
 Flat neuron index: ``flat = layer * d_ffn + neuron`` (see hneurons.models).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +29,8 @@ from torch import nn
 
 from hneurons.errors import HNeuronsError
 from hneurons.models import FFNBlock, ffn_blocks
+
+POSITIONS = ("all", "response")
 
 
 def group_by_layer(flat_indices: Iterable[int], n_layers: int, d_ffn: int) -> dict[int, np.ndarray]:
@@ -44,11 +54,17 @@ class NeuronScaler:
     change); set ``scaler.alpha`` at any time; ``scaler.remove()`` (or leaving a
     ``with`` block) removes every hook. With alpha == 1 the hooks are no-ops, so
     outputs are bit-identical to the unhooked model. Other neurons are multiplied
-    by exactly 1.0, so they are untouched.
+    by exactly 1.0, so they are untouched. ``positions``: "all" (paper) or
+    "response" (generated tokens only, see the module docstring). alpha must be
+    finite and >= 0 (paper Eq. 5: alpha in [0, 3]; 0 = ablation).
     """
 
     def __init__(self, model: nn.Module, flat_indices: Iterable[int], alpha: float = 1.0,
-                 d_ffn: int | None = None) -> None:
+                 d_ffn: int | None = None, positions: str = "all") -> None:
+        if positions not in POSITIONS:
+            raise HNeuronsError(f"positions={positions!r}: expected one of {', '.join(POSITIONS)}")
+        self.positions = positions
+        self._active = positions == "all"
         blocks = ffn_blocks(model)
         width = blocks[0].d_ffn
         if d_ffn is not None and d_ffn != width:
@@ -59,6 +75,8 @@ class NeuronScaler:
         self._alpha = 1.0
         self._scales: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
         self._handles = [self._install(blocks[layer], neurons) for layer, neurons in self.neurons_by_layer.items()]
+        if positions == "response":
+            self._handles.append(model.register_forward_pre_hook(self._mark_pass, with_kwargs=True))
         self.alpha = alpha
 
     @property
@@ -74,6 +92,8 @@ class NeuronScaler:
         value = float(value)
         if not math.isfinite(value):
             raise HNeuronsError(f"alpha must be finite (got {value})")
+        if value < 0:
+            raise HNeuronsError(f"alpha must be >= 0 (got {value}; paper Eq. 5 uses alpha in [0, 3])")
         self._alpha = value
         self._scales.clear()
 
@@ -87,11 +107,16 @@ class NeuronScaler:
             self._scales[key] = scale
         return scale
 
+    def _mark_pass(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Model-level pre-hook (positions="response"): scale this pass iff it decodes one new token."""
+        self._active = is_decoding_step(args, kwargs)
+        return None
+
     def _install(self, block: FFNBlock, neurons: np.ndarray):
         layer = block.layer
 
         def hook(module: nn.Module, args: tuple):
-            if self._alpha == 1.0:
+            if self._alpha == 1.0 or not self._active:
                 return None
             z = args[0]
             return (z * self._scale(layer, neurons, z),) + tuple(args[1:])
@@ -110,3 +135,29 @@ class NeuronScaler:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+def is_decoding_step(args: tuple, kwargs: dict) -> bool:
+    """True for a causal-LM forward call that feeds one token per row on top of a non-empty KV cache."""
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if ids is None:
+        ids = kwargs.get("inputs_embeds")
+    if ids is None or ids.dim() < 2 or ids.shape[1] != 1:
+        return False
+    for name in ("past_key_values", "cache"):
+        cache = kwargs.get(name)
+        if cache is not None and hasattr(cache, "get_seq_length"):
+            return int(cache.get_seq_length()) > 0
+    return False
+
+
+def random_neuron_sets(exclude: np.ndarray, n_features: int, seeds: Sequence[int]) -> list[np.ndarray]:
+    """One random set per seed, each as large as ``exclude`` (the H-Neurons) and disjoint from it.
+
+    Uniform over all ``n_features`` flat neurons outside ``exclude``
+    (hneurons.probe.draw_random_neurons with numpy default_rng(seed)); sorted int64[k] each.
+    """
+    from hneurons.probe import draw_random_neurons
+
+    exclude = np.asarray(exclude, dtype=np.int64)
+    return [draw_random_neurons(n_features, exclude, exclude.size, np.random.default_rng(int(seed))) for seed in seeds]

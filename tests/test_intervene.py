@@ -108,3 +108,60 @@ def test_group_by_layer():
     assert list(groups) == [0, 1]
     assert groups[0].tolist() == [0]
     assert groups[1].tolist() == [0, 1, 39]
+
+
+# ---------------------------------------------------------------- issue 7 additions
+
+def test_negative_alpha_and_unknown_positions_are_one_line_errors():
+    model = make_model("llama", vocab_size=64, n_layers=2, d_model=32, d_ffn=D_FFN)
+    with pytest.raises(HNeuronsError, match=">= 0"):
+        NeuronScaler(model, [0], alpha=-0.5)
+    scaler = NeuronScaler(model, [0])
+    with pytest.raises(HNeuronsError, match=">= 0"):
+        scaler.alpha = -1
+    scaler.remove()
+    with pytest.raises(HNeuronsError, match="positions"):
+        NeuronScaler(model, [0], positions="prompt")
+
+
+def _chat_model(tiny_model_dir):
+    from hneurons.models import load_causal_lm
+
+    return load_causal_lm(tiny_model_dir)
+
+
+def test_response_only_leaves_prompt_logits_unchanged_and_scales_generated_tokens(tiny_model_dir):
+    from hneurons.generate import DecodingSettings, chat_prompt_ids, generate
+
+    model, tok = _chat_model(tiny_model_dir)
+    n_layers, d_ffn = len(ffn_blocks(model)), ffn_blocks(model)[0].d_ffn
+    every = np.arange(n_layers * d_ffn)
+    prompts = [chat_prompt_ids(tok, q) for q in ("Where was Judi Dench born?", "What is the capital of France?")]
+    ids = torch.tensor([prompts[0]])
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits
+    settings = DecodingSettings(temperature=0, max_new_tokens=8)
+    plain = generate(model, tok, prompts, settings, None, batch_size=2)
+    with NeuronScaler(model, every, alpha=0.0, positions="response"):
+        with torch.no_grad():
+            teacher_forced = model(input_ids=ids).logits       # no cache: every position is prompt
+        response_only = generate(model, tok, prompts, settings, None, batch_size=2)
+    with NeuronScaler(model, every, alpha=0.0, positions="all"):
+        everywhere = generate(model, tok, prompts, settings, None, batch_size=2)
+    assert torch.equal(teacher_forced, reference)
+    for a, b in zip(plain, response_only):
+        assert a[0] == b[0], "the first response token is picked from prompt logits, which must be unchanged"
+    assert response_only != plain, "generated positions must be scaled"
+    assert everywhere != response_only
+
+
+def test_random_neuron_sets_match_size_avoid_h_and_are_seeded():
+    from hneurons.intervene import random_neuron_sets
+
+    h = np.array([3, 50, 51, 700])
+    sets = random_neuron_sets(h, 1000, [1, 2, 3])
+    assert [s.size for s in sets] == [4, 4, 4]
+    assert all(not set(s) & set(h) for s in sets)
+    assert len({tuple(s) for s in sets}) == 3
+    again = random_neuron_sets(h, 1000, [1, 2, 3])
+    assert all(np.array_equal(a, b) for a, b in zip(sets, again))
