@@ -155,31 +155,19 @@ def base_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict
 def base_features(model, tokenizer, frame: pd.DataFrame, name: str, meta: dict[str, Any],
                   cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict]:
     """Answer-span CETT of the selected base responses: (X float32[n, D], y int64[n], span drop counts)."""
-    from hneurons import cett, spans
+    from hneurons.detect import answer_features
 
     records = frame[frame["selected"]].to_dict("records")
-    examples, dropped = spans.align_answer_spans(records, tokenizer, meta["span_rule"])
-    plan = cett.plan_rows(examples, meta["region_variant"])
-    blocks = cett.extract_activations(model, plan, dataset=name, readout=meta["readout"],
-                                      batch_size=cfg["extract_batch_size"], pad_id=tokenizer.pad_token_id or 0)
-    X_parts, y_parts = [], []
-    for rows, features in blocks:
-        answer = rows["region"].to_numpy() == "answer"
-        X_parts.append(features[answer])
-        y_parts.append(rows["label"].to_numpy()[answer])
-    X = np.concatenate(X_parts) if X_parts else np.zeros((0, 0), dtype=np.float32)
-    y = np.concatenate(y_parts).astype(np.int64) if y_parts else np.zeros(0, dtype=np.int64)
-    return X, y, dict(sorted(dropped.items()))
+    X, rows, dropped = answer_features(model, tokenizer, records, name, meta, cfg["extract_batch_size"])
+    return X, rows["label"].to_numpy().astype(np.int64), dropped
 
 
 def instruct_training_rows(acts: Path, labelling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The probe's training rows: (X float32[n, D], y int8[n], sample weight float64[n])."""
-    from hneurons.activations import read_activations
-    from hneurons.probe import training_labels
+    from hneurons.detect import probe_training_rows
 
-    frame, X = read_activations(acts, {"split": "train"})
-    keep, y = training_labels(frame["region"].to_numpy(), frame["label"].to_numpy(), labelling)
-    return X, y, keep.astype(np.float64)
+    rows = probe_training_rows(acts, labelling)
+    return rows.X, rows.y, rows.weight
 
 
 def transfer_metrics(probe, X: np.ndarray, y: np.ndarray, train: tuple, h: np.ndarray, d_ffn: int,
