@@ -24,9 +24,9 @@ hash DVC records for a file) and the producing stage and lock hash from
 
 Paper numbers below are copied from ../shared/paper.md (arXiv 2512.01797 v2):
 Table 1 is text [P]; Fig. 3 and Fig. 4 values were read off the figures by pixel
-analysis [F] (about +/-0.3 pp). Compliance in ``compliance.csv`` and every
-accuracy/AUROC in the metrics files are fractions in [0, 1]; the report shows
-percent, as the paper does.
+analysis [F] (about +/-0.3 pp). Every accuracy/AUROC in the metrics files is a
+fraction in [0, 1] and compliance in ``compliance.csv`` is in percent (the
+intervene stage's contract); the report shows percent, as the paper does.
 """
 
 from __future__ import annotations
@@ -621,6 +621,10 @@ def _pct_num(x: Any) -> float | None:
     return None if x is None or not np.isfinite(float(x)) else 100.0 * float(x)
 
 
+def _num(x: Any) -> float | None:
+    return None if x is None or not np.isfinite(float(x)) else float(x)
+
+
 def draw_detection(data: list[dict[str, Any]], family: str, metric: str, path: Path) -> None:
     """Grouped bars Random / H-Neurons per dataset (H-Neuron CI as error bars), the paper's means as markers."""
     plt = _pyplot()
@@ -661,11 +665,11 @@ def paper_slopes(panel: str) -> dict[str, tuple[float, float]]:
 
 
 def check_compliance(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    """compliance.csv rows, validated: fractions in [0, 1], one row per (benchmark, neurons, alpha)."""
+    """compliance.csv rows, validated: percent in [0, 100], one row per (benchmark, neurons, alpha)."""
     values = frame[["compliance", "ci_lo", "ci_hi"]].to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
-    if finite.size and (finite.min() < 0 or finite.max() > 1):
-        raise HNeuronsError(f"{where}: compliance and its CI must be fractions in [0, 1]")
+    if finite.size and (finite.min() < 0 or finite.max() > 100):
+        raise HNeuronsError(f"{where}: compliance and its CI must be percentages in [0, 100]")
     if frame.duplicated(["benchmark", "neurons", "alpha"]).any():
         raise HNeuronsError(f"{where}: more than one row for a (benchmark, neurons, alpha)")
     return frame.sort_values(["benchmark", "neurons", "alpha"]).reset_index(drop=True)
@@ -680,7 +684,7 @@ def intervention_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     frame = check_compliance(inputs.csv(where, COMPLIANCE_COLUMNS), where)
     rows, data, section_metrics = [], [], {}
     for (bench, neurons), part in frame.groupby(["benchmark", "neurons"], sort=True):
-        alpha, value = part["alpha"].to_numpy(float), 100 * part["compliance"].to_numpy(float)
+        alpha, value = part["alpha"].to_numpy(float), part["compliance"].to_numpy(float)
         endpoint, ols = slopes(alpha, value)
         parsed = part["n_parsed"].sum() / max(part["n"].sum(), 1)
         worst = (part["n_parsed"] / part["n"].clip(lower=1)).min()
@@ -690,20 +694,20 @@ def intervention_section(inputs: Inputs, paths: FamilyPaths) -> Section:
         paper_text = (f"{np.mean([e for e, _ in paper.values()]):+.2f} / {np.mean([o for _, o in paper.values()]):+.2f}"
                       if paper else "no paper panel")
         rows.append([bench + (" (stand-in for FaithEval)" if bench == "faitheval_style" else ""), neurons,
-                     f"{pct_ci(lo_row.compliance, [lo_row.ci_lo, lo_row.ci_hi])} @ α={lo_row.alpha:g}",
-                     f"{pct_ci(hi_row.compliance, [hi_row.ci_lo, hi_row.ci_hi])} @ α={hi_row.alpha:g}",
+                     f"{pct_ci(lo_row.compliance / 100, [lo_row.ci_lo / 100, lo_row.ci_hi / 100])} @ α={lo_row.alpha:g}",
+                     f"{pct_ci(hi_row.compliance / 100, [hi_row.ci_lo / 100, hi_row.ci_hi / 100])} @ α={hi_row.alpha:g}",
                      f"{endpoint:+.2f} / {ols:+.2f}", f"{100 * parsed:.1f} (min {100 * worst:.1f})", paper_text])
         section_metrics.setdefault(bench, {})[neurons] = {
             "endpoint_slope_pp": endpoint, "ols_slope_pp": ols, "parsed_share": float(parsed),
-            "compliance_min_alpha": float(lo_row.compliance), "compliance_max_alpha": float(hi_row.compliance)}
+            "compliance_pct_min_alpha": float(lo_row.compliance), "compliance_pct_max_alpha": float(hi_row.compliance)}
     for (bench, alpha), part in frame.groupby(["benchmark", "alpha"], sort=True):
         row: dict[str, Any] = {"family": family, "benchmark": bench, "alpha": float(alpha)}
         for neurons, prefix in (("h_neurons", "h"), ("random", "random")):
             hit = part[part["neurons"] == neurons]
             first = hit.iloc[0] if len(hit) else None
-            row[neurons] = _pct_num(first.compliance) if first is not None else None
-            row[f"{prefix}_ci_lo"] = _pct_num(first.ci_lo) if first is not None else None
-            row[f"{prefix}_ci_hi"] = _pct_num(first.ci_hi) if first is not None else None
+            row[neurons] = _num(first.compliance) if first is not None else None
+            row[f"{prefix}_ci_lo"] = _num(first.ci_lo) if first is not None else None
+            row[f"{prefix}_ci_hi"] = _num(first.ci_hi) if first is not None else None
         data.append(row)
     small = [paper_slopes(p)[m][0] for p in FIG3 for m in SMALL_MODELS]
     large = [paper_slopes(p)[m][0] for p in FIG3 for m in PAPER_MODELS if m not in SMALL_MODELS]

@@ -118,10 +118,10 @@ def write_family(root: Path, family: str, *, detect=True, intervene=True, origin
         write(root, f"reports/detect/{family}/metrics.json",
               dumps_json({"table_metric": "accuracy", "datasets": datasets}))
     if intervene:
-        rows = [{"benchmark": b, "neurons": neurons, "alpha": a, "compliance": c, "ci_lo": c - 0.05,
-                 "ci_hi": c + 0.05, "n": 100, "n_parsed": 100 - int(10 * a)}
-                for b in ("falseqa", "faitheval_style") for neurons, slope in (("h_neurons", 0.05), ("random", 0.0))
-                for a in (0.0, 1.0, 2.0, 3.0) for c in [0.3 + slope * a]]
+        rows = [{"benchmark": b, "neurons": neurons, "alpha": a, "compliance": c, "ci_lo": c - 5,
+                 "ci_hi": c + 5, "n": 100, "n_parsed": 100 - int(10 * a)}  # percent, as stages/intervene.py
+                for b in ("falseqa", "faitheval_style") for neurons, slope in (("h_neurons", 5.0), ("random", 0.0))
+                for a in (0.0, 1.0, 2.0, 3.0) for c in [30 + slope * a]]
         write(root, f"reports/intervene/{family}/compliance.csv", csv_text(pd.DataFrame(rows)))
     if origin:
         from hneurons.origin import DriftTable, drift_report
@@ -225,9 +225,9 @@ def test_provenance_states(tmp_path):
 def test_bad_inputs_are_one_line_errors(tmp_path):
     write_family(tmp_path, "f", detect=False, origin=False)
     frame = pd.read_csv(tmp_path / "reports/intervene/f/compliance.csv")
-    frame["compliance"] *= 100  # percent instead of a fraction
+    frame["compliance"] *= 100  # not a percentage any more
     write(tmp_path, "reports/intervene/f/compliance.csv", csv_text(frame))
-    with pytest.raises(HNeuronsError, match=r"^reports/intervene/f/compliance.csv: compliance and its CI must be"):
+    with pytest.raises(HNeuronsError, match=r"^reports/intervene/f/compliance.csv: compliance and its CI must be percentages"):
         rp.build_report(tmp_path, [paths("f")], {}, None)
     write(tmp_path, "reports/intervene/f/compliance.csv", "benchmark,alpha\nx,1\n")
     with pytest.raises(HNeuronsError, match=r"missing columns \['neurons', 'compliance'"):
