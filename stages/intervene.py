@@ -67,11 +67,18 @@ def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
         n = cfg["n_items"][bench]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise HNeuronsError(f"{SECTION}.n_items.{bench}={n!r}: expected an integer >= 1")
+    if not isinstance(cfg["capability"], dict) or set(cfg["capability"]) != {"n_questions", "decoding"}:
+        raise HNeuronsError(f"{SECTION}.capability: expected a mapping with n_questions and decoding")
+    n_cap = cfg["capability"].get("n_questions")
+    if isinstance(n_cap, bool) or not isinstance(n_cap, int) or n_cap < 1:
+        raise HNeuronsError(f"{SECTION}.capability.n_questions={n_cap!r}: expected an integer >= 1")
     settings = {}
     for bench in cfg["benchmarks"] + ["triviaqa"]:
         spec = cfg["capability"]["decoding"] if bench == "triviaqa" else cfg["decoding"][bench]
         where = f"{SECTION}.capability.decoding" if bench == "triviaqa" else f"{SECTION}.decoding.{bench}"
         formats = spec if isinstance(spec, dict) and set(spec) <= {"open", "mc"} and spec else {"open": spec, "mc": spec}
+        if set(formats) != {"open", "mc"}:
+            raise HNeuronsError(f"{where}: per-format decoding needs both 'open' and 'mc'")
         settings[bench] = {}
         for fmt, fields in formats.items():
             if not isinstance(fields, dict):
@@ -81,9 +88,6 @@ def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
             except TypeError:
                 raise HNeuronsError(f"{where}: keys must be among temperature, top_k, top_p, max_new_tokens") from None
     cfg["settings"] = settings
-    n_cap = cfg["capability"].get("n_questions")
-    if isinstance(n_cap, bool) or not isinstance(n_cap, int) or n_cap < 1:
-        raise HNeuronsError(f"{SECTION}.capability.n_questions={n_cap!r}: expected an integer >= 1")
     cfg.update(seed=int(param(params, "base.seed")), dtype=param(params, "base.dtype", "float32"),
                cache_dir=Path(param(params, "base.cache_dir", ".cache/hneurons")),
                probe_dataset=param(params, "probe.dataset"), trivia_prompt=param(params, "sample.prompt"))
@@ -97,6 +101,9 @@ def make_judges(cfg: dict[str, Any]):
 
     spec = dict(cfg["judge"] or {})
     endpoint = spec.pop("llm", None) or {}
+    unknown = sorted(set(spec) - set(C.BENCHMARKS))
+    if unknown:
+        raise HNeuronsError(f"{SECTION}.judge: unknown benchmark {unknown[0]!r} (known: {', '.join(C.BENCHMARKS)}, llm)")
     llm = {}
     for bench in cfg["benchmarks"]:
         kind = spec.get(bench, "rule")
