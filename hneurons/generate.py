@@ -470,18 +470,26 @@ class _Sampler:
             self.draw([item for item in items if len(item.responses) < stop and item.reachable(self.config)], stop)
 
 
-def _lazy_pools(items: list[_Question], config: RunConfig) -> tuple[int | None, list[_Question], list[_Question]]:
-    """(lazy class, eager items, lazy items) after the first round.
+def _lazy_class(items: list[_Question]) -> int:
+    """The class to complete lazily, decided after the first round: the one most first samples
+    point to (wrong -> hallucinated, correct -> faithful; refusals count as neither)."""
+    n_correct = sum(bool(item.verdicts and item.verdicts[0].correct) for item in items)
+    n_wrong = sum(bool(item.verdicts and not item.verdicts[0].correct and not item.verdicts[0].refusal)
+                  for item in items)
+    return J.HALLUCINATED if n_wrong >= n_correct else J.FAITHFUL
 
-    The lazy class is the one more items can *only* reach; those items form the
-    lazy pool; every other still-labelable item is eager.
-    """
-    open_items = [item for item in items if item.reachable(config)]
-    only = {cls: [item for item in open_items if item.reachable(config) == {cls}]
-            for cls in (J.FAITHFUL, J.HALLUCINATED)}
-    lazy = J.HALLUCINATED if len(only[J.HALLUCINATED]) >= len(only[J.FAITHFUL]) else J.FAITHFUL
-    pool = set(id(item) for item in only[lazy])
-    return lazy, [item for item in open_items if id(item) not in pool], only[lazy]
+
+def _split_pool(items: list[_Question], config: RunConfig, lazy: int) -> tuple[list[_Question], list[_Question]]:
+    """(eager, pool): still-labelable items that can reach another class than ``lazy``, and those
+    that can *only* reach ``lazy`` (they wait in the lazy pool)."""
+    eager, pool = [], []
+    for item in items:
+        reachable = item.reachable(config)
+        if reachable == {lazy}:
+            pool.append(item)
+        elif reachable:
+            eager.append(item)
+    return eager, pool
 
 
 def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Sequence[str],
@@ -496,14 +504,16 @@ def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Seq
 
     Sampling runs in rounds (``config.checkpoints()``); after each, questions that
     can no longer be labelled are not sampled further (fewer rows; same labels).
-    With ``lazy_majority``, after the first round the questions that can only
-    reach the more plentiful class (the lazy pool) wait: every other question is
+    With ``lazy_majority``, the questions that can only reach the more plentiful
+    class (the lazy pool) wait: every other question is
     completed, then lazy-pool questions are completed in a seeded random order
     until that class has as many labelled questions as the scarcer one (capped by
     max_per_class). Since the balanced selection keeps a uniform random subset of
     the plentiful class anyway, the selected set has the same distribution as with
     full sampling, at a fraction of the cost; lazy-pool questions left waiting keep
-    only their first-round samples and label -1. Deviation from the paper: its
+    the samples they had and label -1. The pool is re-read at every checkpoint: with
+    min_agreement < 1 one sample rules no class out, so questions join it when a
+    later checkpoint leaves them only the lazy class. Deviation from the paper: its
     per-class yield is then only observed for the completed questions (see metrics).
     """
     config.validate()
@@ -518,14 +528,20 @@ def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Seq
     selection_seed = sample_seed(config.seed, "sample.select", 0)
     lazy_info: dict[str, Any] = {}
     if config.lazy_majority and len(config.checkpoints()) > 1:
-        sampler.draw(items, config.checkpoints()[0])
-        lazy, eager, pool = _lazy_pools(items, config)
-        sampler.complete(eager)
+        checkpoints = config.checkpoints()
+        sampler.draw(items, checkpoints[0])
+        lazy = _lazy_class(items)
+        eager, pool = _split_pool(items, config, lazy)
+        for stop in checkpoints[1:]:               # the pool is re-read at every checkpoint but the last
+            sampler.draw([item for item in eager if len(item.responses) < stop], stop)
+            if stop < config.settings.n_samples:
+                eager, more = _split_pool(eager, config, lazy)
+                pool += more
         scarce = sum(item.label(config) == 1 - lazy for item in items)
         target = scarce if config.max_per_class is None else min(scarce, config.max_per_class)
         order = [pool[i] for i in torch.randperm(len(pool), generator=torch.Generator().manual_seed(
             selection_seed)).tolist()]
-        done, rows_per_item = 0, config.settings.n_samples - config.checkpoints()[0]
+        done, rows_per_item = 0, config.settings.n_samples - checkpoints[0]
         while done < len(order) and sum(item.label(config) == lazy for item in items) < target:
             missing = target - sum(item.label(config) == lazy for item in items)
             chunk = order[done:done + max(missing, -(-config.batch_size // rows_per_item))]

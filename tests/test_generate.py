@@ -309,3 +309,29 @@ def test_lazy_majority_completes_only_what_the_balance_needs(model, tok):
     lazy_table = lazy.table.to_pydict()
     selected = {e for e, lab in zip(lazy_table["example_id"], lazy_table["label"]) if lab == 0}
     assert selected == {"q1", "q4"}
+
+
+def test_lazy_pool_is_reread_at_later_checkpoints_when_one_sample_rules_nothing_out(model, tok):
+    """min_agreement 2/3: a first wrong sample still allows 'faithful', so the pool fills after sample 2."""
+    settings = DecodingSettings(n_samples=3, temperature=0, max_new_tokens=4)
+    questions = [f"{q} ({i})" for i, q in enumerate(QUESTIONS * 2)]
+    prompts = [chat_prompt_ids(tok, RunConfig().prompt_template.format(question=q)) for q in questions]
+    texts = [tok.decode(g, skip_special_tokens=True) for g in
+             generate(model, tok, prompts, settings, None, batch_size=8)]
+    ids = [f"q{i}" for i in range(8)]
+    answers = [[texts[i]] if i in (1, 4) else ["zzzz unmatched"] for i in range(8)]  # 2 faithful, 6 hallucinated
+    config = dict(settings=settings, seed=3, batch_size=2, min_agreement=0.6)
+    full = run_consistency(model, tok, ids, questions, answers, RunConfig(**config), RuleJudge())
+    lazy = run_consistency(model, tok, ids, questions, answers,
+                           RunConfig(**config, early_stop_after=(1, 2), lazy_majority=True), RuleJudge())
+    assert full.counts["rows"] == 24
+    assert lazy.counts["consistent"] == {"faithful": 2, "hallucinated": 2}
+    info = lazy.metrics["lazy_majority"]
+    full_table = full.table.to_pydict()
+    pool = sum(1 for i, c, r in zip(full_table["sample_index"], full_table["correct"], full_table["refusal"])
+               if i == 0 and not c and not r)  # greedy: every sample wrong without refusal -> joins after sample 2
+    assert info["class"] == "hallucinated" and info["pool"] == pool >= 4 and info["completed"] == 2
+    assert lazy.counts["rows"] == 8 + 8 + 2 + 2   # rounds 1-2 for all, round 3 for the 2 faithful + 2 from the pool
+    for result in (full, lazy):
+        table = result.table.to_pydict()
+        assert {e for e, lab in zip(table["example_id"], table["label"]) if lab == 0} == {"q1", "q4"}
