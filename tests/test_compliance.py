@@ -13,7 +13,7 @@ from hneurons.errors import HNeuronsError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "intervene"
 # Minimum agreement of each rule judge with the hand labels (README in the fixture directory).
-MIN_AGREEMENT = {"faitheval_style": 0.95, "falseqa": 0.85, "jailbreak": 0.85}
+MIN_AGREEMENT = {"faitheval_style": 0.95, "falseqa": 0.85, "sycophancy": 0.9, "jailbreak": 0.85}
 OPTIONS = ["Paris", "London", "Rome", "Berlin"]
 
 
