@@ -38,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--n-neurons", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--benchmarks", nargs="+", default=None, help="subset of intervene.benchmarks (+ triviaqa)")
     parser.add_argument("--seed", type=int, default=20251201)
     parser.add_argument("--out", default=str(ROOT / "bench/out/intervene.json"))
     return parser.parse_args(argv)
@@ -72,6 +73,8 @@ def main(argv=None) -> None:
     trivia = [r for r in _table("triviaqa")[1500:] if r["answers"]][:args.items]
     items["triviaqa"] = [C.Item("triviaqa", r["example_id"], cfg["trivia_prompt"].format(question=r["question"]),
                                 {"question": r["question"], "answers": r["answers"]}) for r in trivia]
+    if args.benchmarks:
+        items = {b: v for b, v in items.items() if b in args.benchmarks}
     config = sweep.SweepConfig(cfg["settings"], args.batch_size or cfg["batch_size"], args.seed, cfg["positions"])
     per_item, rows_by_bench, correct_share = {}, {}, 0.0
     for bench, group in items.items():
@@ -89,7 +92,7 @@ def main(argv=None) -> None:
     n_alpha_random = len([a for a in cfg["random_alphas"] if a != 1.0])
     conditions = len(cfg["alphas"]) + cfg["n_random_sets"] * n_alpha_random
     counts = dict(cfg["n_items"], triviaqa=cfg["capability"]["n_questions"])
-    per_condition = sum(counts[b] * per_item[b] for b in items)
+    per_condition = sum(counts[b] * per_item[b] for b in items)  # only the benchmarks measured
     if "sycophancy" in items:
         per_condition += counts["sycophancy"] * correct_share * per_item["sycophancy_turn2"]
     result = {"load_average": os.getloadavg(), "threads": args.threads, "items_per_benchmark": args.items,
