@@ -467,6 +467,21 @@ def paper_ratio_text() -> str:
     return ", ".join(f"{m} {TABLE1[m]['per_mille']:.2f}" for m in PAPER_MODELS)
 
 
+def length_confound_note(probe: dict, lengths: dict, margin: float = 0.02) -> str | None:
+    """A caution line when a length-only probe's AUROC comes within ``margin`` of the H-Neuron probe's
+    (lessons.md: span and response length separate the classes by themselves), else None."""
+    if not np.isfinite(probe.get("auroc", np.nan)):
+        return None
+    close = [(name, s["auroc"]) for name, s in lengths.items()
+             if s.get("auroc") is not None and np.isfinite(s["auroc"]) and s["auroc"] >= probe["auroc"] - margin]
+    if not close:
+        return None
+    name, value = max(close, key=lambda item: item[1])
+    return (f"**Caution: length confound.** The length-only probe `{name}` reaches AUROC {100 * value:.1f}% "
+            f"against the H-Neuron probe's {100 * probe['auroc']:.1f}%: on this run the detection result does not "
+            f"show more than length (try `extract.span_rule: content`, the same span rule for both classes).")
+
+
 def identification_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     """C path, H-Neurons per layer, per-mille vs Table 1, in-domain held-out detection (probe stage)."""
     family = paths.family
@@ -520,8 +535,9 @@ def identification_section(inputs: Inputs, paths: FamilyPaths) -> Section:
                      pct_ci(summary["auroc"], summary.get("auroc_ci95"))])
     rows.append(["paper H-Neurons, mean (range) of 6 models", "", range_text(tq_h), "not reported"])
     rows.append(["paper random neurons, mean (range)", "", range_text(tq_r), "not reported"])
+    caution = length_confound_note(probe, test.get("length") or {})
     lines += [f"Held-out TriviaQA test answers (the probe's own split; accuracy at 0.5, 95% bootstrap CIs):", "",
-              md_table(["probe", "n", "accuracy (%)", "AUROC (%)"], rows), "",
+              md_table(["probe", "n", "accuracy (%)", "AUROC (%)"], rows), "", *([caution, ""] if caution else []),
               inputs.source(paths.probe_metrics, paths.probe_c_grid, paths.probe_per_layer)]
     name = f"identification_{family}.png"
     lines.insert(0, f"![C path and H-Neurons per layer](figures/{name})\n")

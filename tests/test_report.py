@@ -278,3 +278,13 @@ def test_stage_bad_families_param_is_one_line(tmp_path):
     result = run_stage(repo)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: report.families='smollm2': expected a list of family names"
+
+
+def test_length_confound_note_fires_only_when_length_matches_the_probe():
+    from hneurons.report import length_confound_note
+
+    probe = {"auroc": 0.95}
+    assert length_confound_note(probe, {"response_tokens": {"auroc": 0.6}}) is None
+    note = length_confound_note(probe, {"response_tokens": {"auroc": 0.6}, "response_and_answer_tokens": {"auroc": 0.94}})
+    assert note is not None and "response_and_answer_tokens" in note and "94.0%" in note
+    assert length_confound_note({"auroc": float("nan")}, {"x": {"auroc": 1.0}}) is None
