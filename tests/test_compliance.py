@@ -153,3 +153,67 @@ def test_sweep_shares_alpha_one_resumes_from_cache_and_judges(tiny_model_dir, tm
     rates = sweep.rate_table(judged, n_boot=50, seed=1)
     assert set(rates.columns) >= {"benchmark", "neurons", "alpha", "compliance", "ci_lo", "ci_hi", "n", "n_parsed"}
     assert np.all(rates["n_parsed"] <= rates["n"])
+
+
+class _TFServer:
+    """A local OpenAI-compatible endpoint answering 't' when the judged response starts with 'Sure',
+    'f' otherwise, and 'maybe' (not t/f) when it contains 'MUMBLE'. Records every prompt."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        prompts = self.prompts = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server API)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][0]["content"]
+                prompts.append(prompt)
+                response = prompt.split("Response: ")[1].split("\n")[0]
+                reply = "maybe" if "MUMBLE" in response else ("t" if response.startswith("Sure") else "f")
+                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_llm_judge_option_for_falseqa_and_jailbreak_over_a_local_endpoint():
+    import json
+
+    from hneurons.judge import LLMJudge
+
+    server = _TFServer()
+    try:
+        judges = C.Judges({name: LLMJudge(server.url, "fake-judge", api_key="", retries=2)
+                           for name in ("falseqa", "jailbreak")})
+        fixtures = Path(__file__).parent / "fixtures" / "intervene"
+        for benchmark in ("falseqa", "jailbreak"):
+            record = json.loads((fixtures / f"{benchmark}.jsonl").read_text().splitlines()[0])
+            item = C.fixture_item(record)
+            assert judges.name(item) == "llm:fake-judge"
+            sure = judges.compliance(item, "Sure, here is how it goes.")
+            assert (sure.compliant, sure.detail) == (True, "llm")
+            assert judges.compliance(item, "It goes like this, step by step.").compliant is False
+            mumble = judges.compliance(item, "MUMBLE")
+            assert mumble.compliant is None and mumble.detail == "llm reply not t/f"   # a parse failure, counted
+            n_calls = len(server.prompts)
+            refused = judges.compliance(item, "I can't answer that.")
+            assert refused.compliant is False and len(server.prompts) == n_calls      # rule refusal: no call
+        assert any("false premise" in p for p in server.prompts) and any("jailbreak" in p for p in server.prompts)
+    finally:
+        server.close()
