@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fake_openai import FakeEndpoint
 from hneurons import compliance as C
 from hneurons.errors import HNeuronsError
 
@@ -155,41 +156,10 @@ def test_sweep_shares_alpha_one_resumes_from_cache_and_judges(tiny_model_dir, tm
     assert np.all(rates["n_parsed"] <= rates["n"])
 
 
-class _TFServer:
-    """A local OpenAI-compatible endpoint answering 't' when the judged response starts with 'Sure',
-    'f' otherwise, and 'maybe' (not t/f) when it contains 'MUMBLE'. Records every prompt."""
-
-    def __init__(self):
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
-        prompts = self.prompts = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server API)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][0]["content"]
-                prompts.append(prompt)
-                response = prompt.split("Response: ")[1].split("\n")[0]
-                reply = "maybe" if "MUMBLE" in response else ("t" if response.startswith("Sure") else "f")
-                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def _tf_verdict(prompt: str) -> str:
+    """'t' when the judged response starts with 'Sure', 'f' otherwise, 'maybe' (not t/f) for 'MUMBLE'."""
+    response = prompt.split("Response: ")[1].split("\n")[0]
+    return "maybe" if "MUMBLE" in response else ("t" if response.startswith("Sure") else "f")
 
 
 def test_llm_judge_option_for_falseqa_and_jailbreak_over_a_local_endpoint():
@@ -197,8 +167,7 @@ def test_llm_judge_option_for_falseqa_and_jailbreak_over_a_local_endpoint():
 
     from hneurons.judge import LLMJudge
 
-    server = _TFServer()
-    try:
+    with FakeEndpoint(_tf_verdict) as server:
         judges = C.Judges({name: LLMJudge(server.url, "fake-judge", api_key="", retries=2)
                            for name in ("falseqa", "jailbreak")})
         fixtures = Path(__file__).parent / "fixtures" / "intervene"
@@ -215,5 +184,3 @@ def test_llm_judge_option_for_falseqa_and_jailbreak_over_a_local_endpoint():
             refused = judges.compliance(item, "I can't answer that.")
             assert refused.compliant is False and len(server.prompts) == n_calls      # rule refusal: no call
         assert any("false premise" in p for p in server.prompts) and any("jailbreak" in p for p in server.prompts)
-    finally:
-        server.close()

@@ -2,12 +2,11 @@
 and question-level labels, representatives, balanced selection and splits."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
+from fake_openai import FakeEndpoint
 from hneurons import data
 from hneurons.errors import HNeuronsError
 from hneurons.judge import (FAITHFUL, HALLUCINATED, UNLABELLED, LLMJudge, RuleJudge, assign_splits,
@@ -74,43 +73,24 @@ def test_parse_verdict():
     assert parse_verdict("maybe") is None and parse_verdict("") is None
 
 
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    seen: list = []
-
-    def do_POST(self):  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        prompt = body["messages"][0]["content"]
-        verdict = "t"
-        if "Response: " in prompt:
-            response = prompt.split("Response: ")[1].split("\n")[0]
-            answers = json.loads(prompt.split("Correct Answers: ")[1].split("\n")[0].replace("'", '"'))
-            verdict = "t" if any(a.lower() in response.lower() for a in answers) else "f"
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+def _alias_verdict(prompt: str) -> str:
+    """'t' when a correct answer occurs in the judged response (the issue-3 correctness prompt)."""
+    if "Response: " not in prompt:
+        return "t"
+    response = prompt.split("Response: ")[1].split("\n")[0]
+    answers = json.loads(prompt.split("Correct Answers: ")[1].split("\n")[0].replace("'", '"'))
+    return "t" if any(a.lower() in response.lower() for a in answers) else "f"
 
 
 @pytest.fixture()
 def fake_server():
-    _FakeOpenAI.seen = []
-    server = HTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with FakeEndpoint(_alias_verdict) as endpoint:
+        yield endpoint
 
 
 def test_llm_judge_against_fake_server(fake_server, monkeypatch):
     monkeypatch.setenv("FAKE_JUDGE_KEY", "sk-secret")
-    judge = LLMJudge(fake_server, "fake-4o", api_key_env="FAKE_JUDGE_KEY")
+    judge = LLMJudge(fake_server.url, "fake-4o", api_key_env="FAKE_JUDGE_KEY")
     assert judge.name == "llm:fake-4o"
     right = judge.judge("Capital of France?", "It is Paris.", ["Paris"])
     wrong = judge.judge("Capital of France?", "Lyon", ["Paris"])
@@ -119,9 +99,9 @@ def test_llm_judge_against_fake_server(fake_server, monkeypatch):
     assert (right.correct, wrong.correct, again.correct, refused.correct) == (True, False, True, False)
     assert refused.refusal and not right.refusal
     assert right.span == (6, 11) and right.judge == "llm:fake-4o"
-    assert len(_FakeOpenAI.seen) == 2
+    assert len(fake_server.seen) == 2
     judge.check()
-    request = _FakeOpenAI.seen[0]
+    request = fake_server.seen[0]
     assert request["path"] == "/v1/chat/completions"
     assert request["auth"] == "Bearer sk-secret"
     assert request["body"]["temperature"] == 0 and request["body"]["model"] == "fake-4o"
