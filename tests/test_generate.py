@@ -284,14 +284,19 @@ def test_sample_stage_bad_input(model, tok, tmp_path, monkeypatch):
     assert list((root / ".cache/hneurons/sample/tiny").iterdir())
 
 
-def test_lazy_majority_completes_only_what_the_balance_needs(model, tok):
+def _two_faithful_six_hallucinated(model, tok):
+    """8 questions, greedy 3-sample settings; aliases = the model's own answer for q1 and q4 only."""
     settings = DecodingSettings(n_samples=3, temperature=0, max_new_tokens=4)
     questions = [f"{q} ({i})" for i, q in enumerate(QUESTIONS * 2)]
     prompts = [chat_prompt_ids(tok, RunConfig().prompt_template.format(question=q)) for q in questions]
     texts = [tok.decode(g, skip_special_tokens=True) for g in
              generate(model, tok, prompts, settings, None, batch_size=8)]
-    ids = [f"q{i}" for i in range(8)]
-    answers = [[texts[i]] if i in (1, 4) else ["zzzz unmatched"] for i in range(8)]  # 2 faithful, 6 hallucinated
+    answers = [[texts[i]] if i in (1, 4) else ["zzzz unmatched"] for i in range(8)]
+    return settings, [f"q{i}" for i in range(8)], questions, answers
+
+
+def test_lazy_majority_completes_only_what_the_balance_needs(model, tok):
+    settings, ids, questions, answers = _two_faithful_six_hallucinated(model, tok)
     full = run_consistency(model, tok, ids, questions, answers,
                            RunConfig(settings=settings, seed=3, batch_size=2), RuleJudge())
     lazy = run_consistency(model, tok, ids, questions, answers,
@@ -313,13 +318,7 @@ def test_lazy_majority_completes_only_what_the_balance_needs(model, tok):
 
 def test_lazy_pool_is_reread_at_later_checkpoints_when_one_sample_rules_nothing_out(model, tok):
     """min_agreement 2/3: a first wrong sample still allows 'faithful', so the pool fills after sample 2."""
-    settings = DecodingSettings(n_samples=3, temperature=0, max_new_tokens=4)
-    questions = [f"{q} ({i})" for i, q in enumerate(QUESTIONS * 2)]
-    prompts = [chat_prompt_ids(tok, RunConfig().prompt_template.format(question=q)) for q in questions]
-    texts = [tok.decode(g, skip_special_tokens=True) for g in
-             generate(model, tok, prompts, settings, None, batch_size=8)]
-    ids = [f"q{i}" for i in range(8)]
-    answers = [[texts[i]] if i in (1, 4) else ["zzzz unmatched"] for i in range(8)]  # 2 faithful, 6 hallucinated
+    settings, ids, questions, answers = _two_faithful_six_hallucinated(model, tok)
     config = dict(settings=settings, seed=3, batch_size=2, min_agreement=0.6)
     full = run_consistency(model, tok, ids, questions, answers, RunConfig(**config), RuleJudge())
     lazy = run_consistency(model, tok, ids, questions, answers,
