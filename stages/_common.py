@@ -43,6 +43,39 @@ def entry(params: dict[str, Any], section: str, name: str) -> dict[str, Any]:
     return table[name]
 
 
+def family_params(params: dict[str, Any], section: str, family: str) -> dict[str, Any]:
+    """``params`` as seen by one family's stage: ``<section>.families`` must list ``family``, and every
+    section's ``families.<family>`` overrides (a mapping of that section's own top-level keys; nested
+    mappings merge key by key) replace the section's defaults. An unknown top-level key is a one-line
+    error naming it (a typo would otherwise silently leave the default in place)."""
+    families = param(params, f"{section}.families")
+    if not isinstance(families, dict):
+        raise HNeuronsError(f"{section}.families: expected a mapping family -> overrides ({{}} for none)")
+    if family not in families:
+        raise HNeuronsError(f"{section}.families: {family!r} is not listed ({', '.join(families) or 'none'})")
+    resolved = dict(params)
+    for name, table in params.items():
+        overrides = table.get("families") if isinstance(table, dict) else None
+        if not isinstance(overrides, dict) or family not in overrides:
+            continue
+        resolved[name] = _merge_overrides(table, overrides[family] or {}, f"{name}.families.{family}")
+    return resolved
+
+
+def _merge_overrides(defaults: dict[str, Any], overrides: Any, where: str, top: bool = True) -> dict[str, Any]:
+    if not isinstance(overrides, dict):
+        raise HNeuronsError(f"{where}: expected a mapping of keys to override, got {overrides!r}")
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if top and (key == "families" or key not in defaults):
+            raise HNeuronsError(f"{where}.{key}: not an overridable key of this section")
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            merged[key] = _merge_overrides(defaults[key], value, f"{where}.{key}", top=False)
+        else:
+            merged[key] = value
+    return merged
+
+
 def derived_seed(base_seed: int, tag: str) -> int:
     """A 32-bit seed for one use (``tag``) of the root seed ``base.seed``."""
     digest = hashlib.sha256(f"{int(base_seed)}\x1f{tag}".encode("utf-8")).digest()

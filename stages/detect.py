@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from hneurons.errors import HNeuronsError
-from stages._common import derived_seed, load_params, param, run, setup_torch
+from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
 
 log = logging.getLogger("detect")
 SECTION = "detect"
@@ -44,9 +44,6 @@ def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
     from hneurons.generate import DecodingSettings
 
     p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
-    families = p("families") or []
-    if family not in families:
-        raise HNeuronsError(f"{SECTION}.families: {family!r} is not listed ({', '.join(families) or 'none'})")
     datasets = p("datasets")
     if not isinstance(datasets, list) or not datasets or sorted(set(datasets) - set(DATASETS)):
         raise HNeuronsError(f"{SECTION}.datasets={datasets!r}: expected a non-empty list among {', '.join(DATASETS)}")
@@ -176,7 +173,7 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.detect FAMILY")
     family = argv[0]
-    params = load_params()
+    params = family_params(load_params(), SECTION, family)
     cfg = read_config(params, family)
     setup_torch(params)
     import pyarrow as pa

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hneurons.errors import HNeuronsError
-from stages._common import derived_seed, load_params, param, run, setup_torch
+from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
 
 log = logging.getLogger("intervene")
 SECTION = "intervene"
@@ -47,9 +47,6 @@ def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
     from hneurons.sweep import check_alphas
 
     p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
-    families = p("families") or []
-    if family not in families:
-        raise HNeuronsError(f"{SECTION}.families: {family!r} is not listed ({', '.join(families) or 'none'})")
     cfg = {key: p(key) for key in ("benchmarks", "alphas", "random_alphas", "n_random_sets", "positions",
                                     "n_items", "decoding", "sycophancy_categories", "capability", "batch_size",
                                     "n_boot", "judge")}
@@ -281,7 +278,7 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.intervene FAMILY")
     family = argv[0]
-    params = load_params()
+    params = family_params(load_params(), SECTION, family)
     setup_torch(params)
     import pyarrow as pa
 

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from hneurons import origin
 from hneurons.errors import HNeuronsError
 from hneurons.io import jsonable, write_json, write_parquet, write_text
-from stages._common import derived_seed, load_params, param, run, setup_torch
+from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
 
 log = logging.getLogger("origin")
 SECTION = "origin"
@@ -54,9 +54,6 @@ def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
     from hneurons.generate import DecodingSettings
 
     p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
-    families = p("families") or []
-    if family not in families:
-        raise HNeuronsError(f"{SECTION}.families: {family!r} is not listed ({', '.join(families) or 'none'})")
     decoding = p("decoding")
     fields = {"temperature", "top_k", "top_p", "max_new_tokens"}
     if not isinstance(decoding, dict) or set(decoding) - fields:
@@ -201,7 +198,7 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.origin FAMILY")
     family = argv[0]
-    params = load_params()
+    params = family_params(load_params(), SECTION, family)
     cfg = read_config(params, family)
     base_dir, instruct_dir = Path(f"models/llm/{family}/base"), Path(f"models/llm/{family}/instruct")
     data_dir, report_dir = Path(f"data/origin/{family}"), Path(f"reports/origin/{family}")

@@ -38,7 +38,7 @@ from hneurons.io import atomic_path, csv_text, dumps_json, jsonable, write_parqu
 from hneurons.probe import (LABELLINGS, SOLVERS, L1Probe, check_C_grid, dense_probe_scores, h_neuron_frame,
                             random_baselines, save_probe, select_C, stability_selection, training_labels)
 from hneurons.stats import detection_summary, mean_sd
-from stages._common import derived_seed, load_params, param, run, setup_torch
+from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
 
 log = logging.getLogger("probe")
 SECTION = "probe"
@@ -246,15 +246,10 @@ def evaluate_on_test(best: L1Probe, summary, X: np.ndarray, y: np.ndarray, weigh
         out[variant] = {"n_seeds": len(runs), "n_neurons": int(h.size),
                         "accuracy": mean_sd([s["accuracy"] for s in per_seed]),
                         "auroc": mean_sd([s["auroc"] for s in per_seed]), "per_seed": per_seed}
-    answer_train = (train["region"].to_numpy() == "answer").astype(np.float64)
-    out["length"] = {}
-    for name, columns in (("response_tokens", ["response_tokens"]),
-                          ("response_and_answer_tokens", ["response_tokens", "n_tokens"])):
-        def feats(frame: pd.DataFrame) -> np.ndarray:
-            return np.log1p(frame[columns].to_numpy(dtype=np.float64))
-        scores = dense_probe_scores(feats(train), train["label"].to_numpy(), feats(test), cfg["baseline_C"],
-                                    answer_train)
-        out["length"][name] = summary(scores)
+    from hneurons.detect import length_probe_scores
+
+    out["length"] = {name: summary(scores)
+                     for name, scores in length_probe_scores(train, test, cfg["baseline_C"]).items()}
     return out, rows
 
 
@@ -287,7 +282,7 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.probe FAMILY")
     family = argv[0]
-    params = load_params()
+    params = family_params(load_params(), SECTION, family)
     setup_torch(params)
     cfg = read_config(params)
     from hneurons.activations import activation_metadata

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hneurons.errors import HNeuronsError
-from stages._common import load_params, param, run, setup_torch
+from stages._common import family_params, load_params, param, run, setup_torch
 
 log = logging.getLogger("sample")
 
@@ -78,15 +78,12 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.sample FAMILY")
     family = argv[0]
-    params = load_params()
+    params = family_params(load_params(), "sample", family)
     setup_torch(params)
     from hneurons import generate as gen
     from hneurons.io import read_json, write_json, write_parquet
     from hneurons.models import load_causal_lm
 
-    families = param(params, "sample.families")
-    if family not in (families or []):
-        raise HNeuronsError(f"sample.families: {family!r} is not listed ({', '.join(families or []) or 'none'})")
     settings = decoding_settings(params)
     dataset = param(params, "sample.dataset")
     model_dir = Path("models/llm") / family / "instruct"

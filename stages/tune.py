@@ -42,18 +42,15 @@ from hneurons.errors import HNeuronsError  # noqa: E402
 from hneurons.io import sha256_file, write_json, write_parquet, write_text  # noqa: E402
 from hneurons.materialize import read_fingerprint, save_model_dir  # noqa: E402
 from hneurons.models import load_causal_lm  # noqa: E402
-from stages._common import load_params, param, run, setup_torch  # noqa: E402
+from stages._common import family_params, load_params, param, run, setup_torch  # noqa: E402
 
 log = logging.getLogger("tune")
 SECTION = "tune"
 
 
 def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
-    """The tune section, validated (one-line errors naming tune.<key>)."""
+    """The tune section (with the family's overrides applied), validated (one-line errors naming tune.<key>)."""
     p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
-    families = p("families") or []
-    if family not in families:
-        raise HNeuronsError(f"{SECTION}.families: {family!r} is not listed ({', '.join(families) or 'none'})")
     rows = p("trivia.rows")
     if not (isinstance(rows, list) and len(rows) == 2 and all(isinstance(v, int) for v in rows)
             and 0 <= rows[0] < rows[1]):
@@ -135,7 +132,7 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.tune FAMILY")
     family = argv[0]
-    params = load_params()
+    params = family_params(load_params(), SECTION, family)
     setup_torch(params)
     cfg = read_config(params, family)
     base_dir = Path("models/llm") / family / "base"

@@ -260,7 +260,7 @@ def _workspace(tmp_path: Path, datasets: list[str]) -> Path:
         "base": {"seed": 4, "threads": 1, "dtype": "float32", "cache_dir": str(tmp_path / "hcache")},
         "sample": {"prompt": "{question} Respond with the answer only, without any explanation."},
         "probe": {"dataset": "triviaqa", "labelling": "3-vs-1", "baseline_C": 1.0, "n_random_seeds": 5},
-        "detect": {"families": ["tiny"], "datasets": datasets,
+        "detect": {"families": {"tiny": {}}, "datasets": datasets,
                    "n_questions": {"triviaqa": 12, "nq_open": 14, "bioasq": 14, "nonexist": 10},
                    "decoding": {"temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 8},
                    "batch_size": 8, "extract_batch_size": 4, "max_per_class": None, "n_boot": 50,

@@ -198,7 +198,7 @@ def _write_stage_workspace(root: Path, questions: list[dict], temperature: float
     write_parquet(root / "data/prepared/triviaqa.parquet", pa.Table.from_pylist(questions, schema=schema_for("triviaqa")))
     params = {
         "base": {"seed": 11, "threads": 1, "dtype": "float32", "cache_dir": ".cache/hneurons"},
-        "sample": {"families": ["tiny"], "dataset": "triviaqa", "n_questions": None,
+        "sample": {"families": {"tiny": {}}, "dataset": "triviaqa", "n_questions": None,
                    "prompt": "{question} Respond with the answer only, without any explanation.",
                    "n_samples": 3, "temperature": temperature, "top_k": 50, "top_p": 0.9, "max_new_tokens": 5,
                    "early_stop_after": [1], "lazy_majority": True, "min_agreement": 1.0, "max_per_class": None,

@@ -235,7 +235,7 @@ def _project(tmp_path: Path, tiny_model_dir: Path, positive: bool = True, **over
         "base": {"seed": 4, "threads": 1, "dtype": "float32", "cache_dir": str(tmp_path / "hcache")},
         "probe": {"dataset": "triviaqa"},
         "sample": {"prompt": "{question} Respond with the answer only, without any explanation."},
-        "intervene": {"families": ["tiny"], "benchmarks": ["falseqa", "faitheval_style", "sycophancy", "jailbreak"],
+        "intervene": {"families": {"tiny": {}}, "benchmarks": ["falseqa", "faitheval_style", "sycophancy", "jailbreak"],
                       "alphas": [0, 1, 3], "random_alphas": [0, 1], "n_random_sets": 2, "positions": "all",
                       "n_items": {"falseqa": 3, "faitheval_style": 3, "sycophancy": 4, "jailbreak": 3},
                       "decoding": {"falseqa": greedy, "faitheval_style": greedy,

@@ -323,7 +323,7 @@ def write_stage_inputs(root, model_dir, n_questions=90, seed=0):
     with open(ROOT_PARAMS, encoding="utf-8") as handle:
         params = yaml.safe_load(handle)
     params["base"]["threads"] = 1
-    params["probe"].update({"families": ["tiny"], "C_grid": [0.3, 3, 30, 300], "n_bootstrap": 3,
+    params["probe"].update({"families": {"tiny": {}}, "C_grid": [0.3, 3, 30, 300], "n_bootstrap": 3,
                             "n_ci_boot": 50, "screen_size": 10,
                             "task": {"alpha": 0.0, "n_questions": 6, "max_new_tokens": 4, "batch_size": 8}})
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")

@@ -262,11 +262,11 @@ def _stage_project(tmp_path: Path) -> Path:
     materialize({"kind": "path", "path": str(source)}, project / "models/llm/tiny/base", tmp_path / "cache")
     params = {
         "base": {"seed": 1, "threads": 1, "dtype": "float32"},
-        "tune": {"families": ["tiny"], "trivia": {"dataset": "nq_open", "rows": [30, 40]},
+        "tune": {"families": {"tiny": {"steps": 4}}, "trivia": {"dataset": "nq_open", "rows": [30, 40]},
                  "premise": {"dataset": "falseqa"}, "harmful": "data/raw/advbench.csv",
                  "eval_datasets": ["nq_open", "falseqa", "nonexist"],
                  "sizes": {"trivia": 6, "premise": 6, "refusal": 4, "abstain": 4}, "n_check": 2,
-                 "suffix_share": 0.5, "max_length": 256, "steps": 4, "batch_size": 2, "lr": 1e-3,
+                 "suffix_share": 0.5, "max_length": 256, "steps": 2, "batch_size": 2, "lr": 1e-3,
                  "warmup_steps": 1, "weight_decay": 0.0, "max_grad_norm": 1.0,
                  "check": {"max_new_tokens": 6, "include_base": True}},
     }
@@ -296,7 +296,7 @@ def test_tune_stage_writes_a_fingerprinted_twin_reproducibly(tmp_path):
     assert metrics["instruction_set"]["premise"]["excluded"] == 1  # its question is also a FalseQA test question
     assert set(metrics["check_instruct"]) == set(tune.KINDS) and set(metrics["check_base"]) == set(tune.KINDS)
     curve = (project / "reports/tune/tiny/loss.csv").read_text().splitlines()
-    assert curve[0] == "step,loss,lr,n_tokens" and len(curve) == 5
+    assert curve[0] == "step,loss,lr,n_tokens" and len(curve) == 5  # tune.families.tiny.steps, not tune.steps
     responses = (project / "reports/tune/tiny/check_responses.jsonl").read_text().splitlines()
     assert len(responses) == 2 * 4 * 2
     files = sorted(p for p in project.rglob("*") if p.is_file() and "prepared" not in p.parts and "base" not in p.parts)
@@ -312,6 +312,13 @@ def test_tune_stage_errors_are_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: tune.families: 'other' is not listed (tiny)"
     params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tune"]["families"]["tiny"] = {"stpes": 3}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run_stage(project)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == ("error: tune.families.tiny.stpes: not an overridable key of "
+                                                      "this section")
+    params["tune"]["families"]["tiny"] = {}
     params["tune"]["trivia"]["rows"] = [30, 99]
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     result = _run_stage(project)
