@@ -169,13 +169,48 @@ PAPER_SETTINGS: tuple[PaperSetting, ...] = (
                  presumed=True),
     PaperSetting("origin.decoding.top_k", 50, "§7.1", "presumably the §5 sampling", presumed=True),
     PaperSetting("origin.decoding.top_p", 0.9, "§7.1", "presumably the §5 sampling", presumed=True),
-    PaperSetting("tune.families", [], "§1 [P]", "vendor instruct checkpoints; nothing fine-tuned"),
+    PaperSetting("tune.families", {}, "§1 [P]", "vendor instruct checkpoints; nothing fine-tuned"),
 )
+
+#: Sections whose stages run per family and take per-family overrides (``<section>.families.<family>``).
+FAMILY_SECTIONS = ("sample", "probe", "detect", "intervene", "origin", "tune")
 
 
 def setting_keys() -> list[str]:
-    """The dotted params keys the deviations table reads (the stage passes their values)."""
-    return [s.key for s in PAPER_SETTINGS]
+    """The dotted params keys the deviations table reads (the stage passes their values), including
+    each per-family section's ``families`` mapping (its overrides are compared too)."""
+    keys = [s.key for s in PAPER_SETTINGS]
+    return keys + [f"{section}.families" for section in FAMILY_SECTIONS if f"{section}.families" not in keys]
+
+
+def _dotted(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (leaves only)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def family_override_values(values: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+    """Per-family overrides of compared settings: ``{"sample.families.<f>.n_samples": ("sample.n_samples", 3)}``.
+
+    values: as for :func:`deviations`; each ``<section>.families`` mapping is read for
+    overrides whose dotted key is a compared setting (nested mappings are flattened).
+    """
+    compared = {s.key for s in PAPER_SETTINGS}
+    out: dict[str, tuple[str, Any]] = {}
+    for section in FAMILY_SECTIONS:
+        families = values.get(f"{section}.families")
+        if not isinstance(families, Mapping):
+            continue
+        for family, overrides in families.items():
+            for key, value in _dotted(overrides or {}).items():
+                if f"{section}.{key}" in compared:
+                    out[f"{section}.families.{family}.{key}"] = (f"{section}.{key}", value)
+    return out
 
 
 # ---------------------------------------------------------------- deviations
@@ -220,20 +255,21 @@ def dataset_deviations(datasets: Mapping[str, Any]) -> list[dict[str, Any]]:
 def deviations(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Compare the params actually used with the paper's settings.
 
-    values: ``{dotted key: value}`` for the keys of :data:`PAPER_SETTINGS` present in
-    the params, plus optionally ``models`` and ``datasets`` (whole sections).
+    values: ``{dotted key: value}`` for the keys of :data:`setting_keys` present in
+    the params, plus optionally ``models`` and ``datasets`` (whole sections). A family's
+    override of a compared key (``sample.families.<family>.n_samples``) gets its own row.
     Returns rows ``{key, value, paper, where, what, status}`` with status
     ``differs`` / ``differs (paper unstated)`` / ``same`` / ``same (paper unstated)``,
     differences first, in table order otherwise.
     """
+    by_key = {setting.key: setting for setting in PAPER_SETTINGS}
+    compared = [(key, by_key[key], values[key]) for key in by_key if key in values]
+    compared += [(key, by_key[target], value) for key, (target, value) in family_override_values(values).items()]
     rows = []
-    for setting in PAPER_SETTINGS:
-        if setting.key not in values:
-            continue
-        value = values[setting.key]
+    for key, setting, value in compared:
         same = _same(value, setting.paper)
         status = ("same" if same else "differs") + (" (paper unstated)" if setting.presumed else "")
-        rows.append({"key": setting.key, "value": value, "paper": setting.paper, "where": setting.where,
+        rows.append({"key": key, "value": value, "paper": setting.paper, "where": setting.where,
                      "what": setting.what, "status": status})
     if "models" in values:
         row = model_deviation(values["models"])
@@ -303,7 +339,7 @@ class FamilyPaths:
 
     probe_*: ``probe@<family>``; detect_*: ``detect@<family>``; intervene_*:
     ``intervene@<family>``; origin_*: ``origin@<family>``; sample_metrics:
-    ``sample@<family>``.
+    ``sample@<family>``; tune_metrics: ``tune@<family>`` (a CPU-tuned instruct twin).
     """
 
     family: str
@@ -318,6 +354,7 @@ class FamilyPaths:
     origin_metrics: str
     origin_transfer: str
     origin_strip: str
+    tune_metrics: str = ""
 
 
 class Inputs:
@@ -779,7 +816,7 @@ def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     if "skipped" in m:
         return Section(f"_{m['skipped']}._\n\n{inputs.source(where)}", {"skipped": 1})
     drift = get(m, "drift", where)
-    lines, section_metrics = [], {}
+    lines, section_metrics = twin_lines(inputs, paths), {}
     rows = []
     for scope, label in (("global", "global z-score (paper's reading)"), ("per_layer", "per-layer z-score")):
         h, rand = get(drift, f"{scope}.h_neurons", where), get(drift, f"{scope}.random", where)
@@ -823,6 +860,26 @@ def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
               inputs.source(*([where] + [p for p in (paths.origin_transfer, paths.origin_strip) if inputs.exists(p)]))]
     figure = Figure(name, lambda path: draw_origin(data, family, path))
     return Section("\n".join(lines), section_metrics, [figure], {"transfer": data})
+
+
+def twin_lines(inputs: Inputs, paths: FamilyPaths) -> list[str]:
+    """When the instruct model is this project's tuned twin: the behaviour check of base vs twin."""
+    if not paths.tune_metrics or not inputs.exists(paths.tune_metrics):
+        return []
+    where = paths.tune_metrics
+    m = inputs.json(where)
+    base, twin = m.get("check_base") or {}, get(m, "check_instruct", where)
+    cell = lambda c, k: pct(c[k]) if c and c.get(k) is not None else "—"  # noqa: E731
+    rows = [[kind, twin[kind].get("n"), cell(base.get(kind), "format_ok"), cell(twin[kind], "format_ok"),
+             cell(base.get(kind), "refusal_rate"), cell(twin[kind], "refusal_rate"),
+             cell(base.get(kind), "correct"), cell(twin[kind], "correct")] for kind in twin]
+    loss = m.get("loss") or {}
+    return ["The instruct model of this family is not a vendor checkpoint but the base model instruction-tuned by "
+            f"`tune@{paths.family}` (loss {loss.get('first', float('nan')):.2f} → "
+            f"{loss.get('mean_last_20', float('nan')):.2f}, mean of the last 20 steps). Its behaviour on held-out "
+            "examples of each instruction kind, greedy (%; refusal = refusal or abstention):", "",
+            md_table(["kind", "n", "format ok: base", "twin", "refusal: base", "twin", "correct: base", "twin"],
+                     rows), "", inputs.source(where), ""]
 
 
 def _p_text(p: Any) -> str:

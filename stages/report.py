@@ -43,7 +43,7 @@ def family_paths(family: str):
         intervene_metrics=f"reports/intervene/{family}/metrics.json",
         intervene_compliance=f"reports/intervene/{family}/compliance.csv",
         origin_metrics=f"reports/origin/{family}.json", origin_transfer=f"reports/origin/{family}/transfer.csv",
-        origin_strip=f"reports/origin/{family}/drift_strip.png")
+        origin_strip=f"reports/origin/{family}/drift_strip.png", tune_metrics=f"reports/tune/{family}/metrics.json")
 
 
 def read_families(params: dict[str, Any]) -> list[str]:

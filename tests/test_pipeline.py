@@ -22,8 +22,8 @@ from pipeline_utils import git, make_repo, pipeline_env, set_param, tiny_params
 
 PREPARED = ("triviaqa", "nq_open", "bioasq", "nonexist", "falseqa", "sycophancy", "jailbreak", "faitheval_style")
 STAGES = {f"prepare@{name}" for name in PREPARED} | {
-    "model@tiny-instruct", "sample@tiny", "extract@tiny-instruct-triviaqa", "probe@tiny", "origin@tiny",
-    "detect@tiny", "intervene@tiny", "report"}
+    "model@tiny-instruct", "model@tiny-base", "model@tinytune-base", "tune@tinytune", "sample@tiny",
+    "extract@tiny-instruct-triviaqa", "probe@tiny", "origin@tiny", "detect@tiny", "intervene@tiny", "report"}
 
 
 def sh(repo, *args, check: bool = True) -> subprocess.CompletedProcess:
@@ -100,6 +100,34 @@ def test_intervene_sweeps_alpha_for_h_and_random_neurons(pipeline):
     assert (repo / "reports/intervene/tiny/metrics.json").is_file()
 
 
+def test_tune_writes_a_twin_of_the_base(pipeline):
+    repo, _, _ = pipeline
+    base = json.loads((repo / "models/llm/tinytune/base/fingerprint.json").read_text())
+    twin = json.loads((repo / "models/llm/tinytune/instruct/fingerprint.json").read_text())
+    assert twin["source"]["kind"] == "tune" and twin["source"]["base_fingerprint"] == base["fingerprint"]
+    assert twin["weights_sha256"] != base["weights_sha256"] and twin["n_neurons"] == base["n_neurons"]
+    assert len((repo / "reports/tune/tinytune/loss.csv").read_text().splitlines()) == 1 + 2  # header + 2 steps
+    assert pq.read_metadata(repo / "data/tune/tinytune/instructions.parquet").num_rows == 4 * (3 + 1)
+
+
+def test_origin_ranks_drift_and_transfers_the_probe_to_the_base(pipeline):
+    repo, _, _ = pipeline
+    metrics = json.loads((repo / "reports/origin/tiny.json").read_text())
+    probe = json.loads((repo / "reports/probe/tiny/metrics.json").read_text())
+    assert "skipped" not in metrics and metrics["n_h_neurons"] == probe["n_h_neurons"] > 0
+    for variant in ("global", "per_layer"):
+        h = metrics["drift"][variant]["h_neurons"]
+        assert h["n"] == metrics["n_h_neurons"] and 0 <= h["mean_rank"] <= 1 and 0 <= h["p_value"] <= 1
+    drift = pq.read_table(repo / "data/origin/tiny/drift.parquet").to_pandas()
+    assert len(drift) == metrics["n_neurons"] and drift["rank"].between(0, 1).all()
+    assert (drift["drift_up"] > 0).all() and (drift["drift_down"] > 0).all()  # every weight was perturbed
+    assert set(metrics["transfer"]) == {"triviaqa", "nq_open", "bioasq"}
+    trivia = metrics["transfer"]["triviaqa"]
+    assert trivia["n_correct"] > 0 and trivia["n_wrong"] > 0, trivia
+    assert 0 <= trivia["auroc"] <= 1 and trivia["auroc_ci95"][0] <= trivia["auroc"] <= trivia["auroc_ci95"][1]
+    assert (repo / "reports/origin/tiny/drift_strip.png").is_file()
+
+
 def test_report_summarises_every_stage(pipeline):
     repo, _, _ = pipeline
     summary = (repo / "reports/summary.md").read_text()
@@ -115,7 +143,7 @@ def test_two_clean_reproductions_lock_identical_outputs(pipeline, second):
     _, _, state = pipeline
     first, again = state["first_lock"], lock_output_hashes(second / "dvc.lock")
     assert {"reports/summary.md", "models/probe/tiny", "data/detect/tiny", "data/intervene/tiny",
-            "data/samples/tiny/triviaqa.parquet"} <= set(first)
+            "data/samples/tiny/triviaqa.parquet", "models/llm/tinytune/instruct", "data/origin/tiny"} <= set(first)
     assert all(first.values()), [path for path, value in first.items() if not value]
     differing = sorted(path for path in first.keys() | again.keys() if first.get(path) != again.get(path))
     assert not differing, f"outputs differ between two clean runs: {differing}"
@@ -125,8 +153,8 @@ def test_param_change_reruns_only_that_stage_and_dependents(pipeline):
     repo, dvc, _ = pipeline
     set_param(repo, "datasets.nq_open.rows", [0, 15])
     ran = _ran(dvc.reproduce())
-    # origin and detect read nq_open; the report reads their reports
-    assert ran == {"prepare@nq_open", "origin@tiny", "detect@tiny", "report"}, sorted(ran)
+    # origin, detect and tune read nq_open; the report reads origin's and detect's reports
+    assert ran == {"prepare@nq_open", "origin@tiny", "detect@tiny", "tune@tinytune", "report"}, sorted(ran)
     assert pq.read_metadata(repo / "data/prepared/nq_open.parquet").num_rows == 15
 
 

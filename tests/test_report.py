@@ -38,13 +38,23 @@ def test_paper_numbers_reproduce_paper_md_derived_figures():
 
 def test_deviations_compare_values():
     rows = rp.deviations({"sample.n_samples": 5, "sample.temperature": 1, "probe.standardize": 0,
-                          "probe.task.alpha": 0.5, "tune.families": ["gemma270m"]})
+                          "probe.task.alpha": 0.5, "tune.families": {"gemma270m": {}}})
     status = {r["key"]: r["status"] for r in rows}
     assert status == {"sample.n_samples": "differs", "sample.temperature": "same",  # 1 == 1.0
                       "probe.standardize": "differs",  # 0 is not false
                       "probe.task.alpha": "differs (paper unstated)", "tune.families": "differs"}
     assert [r["status"].startswith("differs") for r in rows] == [True, True, True, True, False]
     assert rp.deviations({"sample.n_samples": 10})[0]["status"] == "same"
+
+
+def test_family_overrides_of_compared_settings_get_their_own_rows():
+    values = {"sample.n_samples": 5, "detect.decoding.top_k": 50,
+              "sample.families": {"smollm2": {}, "gemma270m": {"n_samples": 10, "n_questions": 600}},
+              "detect.families": {"gemma270m": {"decoding": {"top_k": 20, "max_new_tokens": 16}}}}
+    status = {r["key"]: (r["value"], r["status"]) for r in rp.deviations(values)}
+    assert status == {"sample.n_samples": (5, "differs"), "detect.decoding.top_k": (50, "same"),
+                      "sample.families.gemma270m.n_samples": (10, "same"),  # n_questions: not a compared setting
+                      "detect.families.gemma270m.decoding.top_k": (20, "differs")}
 
 
 def test_model_and_dataset_deviations():
@@ -195,6 +205,22 @@ def test_report_renders_every_section_next_to_the_paper(tmp_path):
     for figure in report.figures:
         figure.draw(tmp_path / figure.name)
         assert (tmp_path / figure.name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_origin_of_a_tuned_twin_shows_the_behaviour_check(tmp_path):
+    write_family(tmp_path, "fam", detect=False, intervene=False)
+    plain = rp.build_report(tmp_path, [paths("fam")], {}, None).markdown
+    assert "instruction-tuned by" not in plain  # a vendor pair: no tune metrics
+    check = {"refusal": {"n": 30, "format_ok": 1.0, "refusal_rate": 1.0},
+             "trivia": {"n": 30, "format_ok": 1.0, "refusal_rate": 0.0, "correct": 0.1}}
+    write(tmp_path, "reports/tune/fam/metrics.json", dumps_json({
+        "check_base": {k: {**v, "format_ok": 0.0, "refusal_rate": 0.0} for k, v in check.items()},
+        "check_instruct": check, "loss": {"first": 5.5, "mean_last_20": 1.25}}))
+    md = rp.build_report(tmp_path, [paths("fam")], {}, None).markdown
+    assert "instruction-tuned by `tune@fam` (loss 5.50 → 1.25" in md
+    assert "| refusal | 30 | 0.0 | 100.0 | 0.0 | 100.0 | — | — |" in md
+    assert "| trivia | 30 | 0.0 | 100.0 | 0.0 | 0.0 | 10.0 | 10.0 |" in md
+    assert "`reports/tune/fam/metrics.json`" in md
 
 
 def test_missing_stage_files_say_not_run(tmp_path):
