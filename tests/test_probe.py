@@ -443,7 +443,7 @@ def test_stage_bad_params_and_too_few_rows_are_one_line_errors(tmp_path, tiny_mo
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     with pytest.raises(HNeuronsError, match=r"split 'validation' has 1 hallucinated answer rows"):
         stage.main(["tiny"])
-    with pytest.raises(HNeuronsError, match="not found"):
+    with pytest.raises(HNeuronsError, match=r"^probe.families: 'other-family' is not listed \(tiny\)$"):
         stage.main(["other-family"])
     assert not (tmp_path / "models/probe").exists()
 
