@@ -274,25 +274,43 @@ def base_prompt_ids(tokenizer, question: str) -> list[int]:
     return [int(i) for i in tokenizer(base_prompt(question)).input_ids]
 
 
-def newline_token_ids(tokenizer) -> np.ndarray:
-    """Sorted ids whose decoded text contains a newline: int64[k]."""
-    vocab_size = len(tokenizer)
-    pieces = tokenizer.batch_decode([[i] for i in range(vocab_size)])
-    ids = np.array([i for i, piece in enumerate(pieces) if "\n" in piece], dtype=np.int64)
-    if ids.size == 0:
+@dataclass(frozen=True)
+class LineTokens:
+    """Token ids of a vocabulary that matter for the newline stop: ``newline`` (the decoded piece
+    contains a newline) and ``blank`` (the decoded piece is whitespace only), sorted int64 arrays."""
+
+    newline: np.ndarray
+    blank: np.ndarray
+
+
+def line_tokens(tokenizer) -> LineTokens:
+    """:class:`LineTokens` of ``tokenizer`` (one decode of every id)."""
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    newline = np.array([i for i, piece in enumerate(pieces) if "\n" in piece], dtype=np.int64)
+    if newline.size == 0:
         raise HNeuronsError("tokenizer has no token containing a newline; cannot stop base decoding")
-    return ids
+    blank = np.array([i for i, piece in enumerate(pieces) if piece and not piece.strip()], dtype=np.int64)
+    return LineTokens(newline, blank)
 
 
-def cut_at_newline(ids: Sequence[int], newline_ids: np.ndarray) -> list[int]:
-    """Generated ids before the first newline-bearing token (paper: stop at the first newline).
+def cut_at_newline(ids: Sequence[int], lines: LineTokens) -> list[int]:
+    """Generated ids up to the first line break after the answer has begun (paper: stop at the first newline).
 
-    The cut is at token granularity and ids are never re-tokenized; a token that
-    holds text before its newline is dropped with it.
+    DEVIATION (documented reading of the paper's rule): leading whitespace-only tokens, line
+    breaks included, are kept and do not stop the answer. Base models often open with a line
+    break after ``"Answer:"`` (Gemma-3-270M: 34% of TriviaQA, 56% of NQ-Open responses), and
+    the literal rule would leave those answers empty and drop them. The cut is at token
+    granularity and ids are never re-tokenized; a token that holds text before its newline is
+    dropped with it.
     """
     ids = [int(i) for i in ids]
-    hits = np.flatnonzero(np.isin(np.asarray(ids, dtype=np.int64), newline_ids))
-    return ids[: int(hits[0])] if hits.size else ids
+    arr = np.asarray(ids, dtype=np.int64)
+    started = np.flatnonzero(~np.isin(arr, lines.blank))
+    if started.size == 0:
+        return ids
+    first = int(started[0])
+    hits = np.flatnonzero(np.isin(arr[first + 1:], lines.newline))
+    return ids[: first + 1 + int(hits[0])] if hits.size else ids
 
 
 def transfer_auroc(scores: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:

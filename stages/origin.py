@@ -20,7 +20,8 @@ Writes
 
 Backward transfer (paper §6.3.1): prompt ``question + "\\nAnswer:"`` without a chat
 template, sampling with ``origin.decoding`` (the paper leaves it unstated; its §5
-sampling is the default), response cut at the first newline; the rule judge
+sampling is the default), response cut at the first newline after the answer has
+begun (leading blank lines kept: hneurons.origin.cut_at_newline); the rule judge
 labels it (refusals and empty responses are dropped); classes are balanced by
 seeded downsampling; CETT of the answer span on the base model with the probe's
 span rule and readout; the probe is applied unchanged. TriviaQA questions are
@@ -119,7 +120,7 @@ def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict
 
 
 def base_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any], salt: str,
-                   newline_ids: np.ndarray) -> pd.DataFrame:
+                   lines: origin.LineTokens) -> pd.DataFrame:
     """Generate, cut at the first newline, judge, label and balance: one row per question.
 
     label: 0 = correct (faithful), 1 = wrong (hallucinated), -1 = refusal/empty
@@ -135,7 +136,7 @@ def base_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict
     judge = RuleJudge()
     rows = []
     for question, prompt, ids in zip(questions, prompts, generated):
-        kept = origin.cut_at_newline(ids, newline_ids)
+        kept = origin.cut_at_newline(ids, lines)
         text = tokenizer.decode(kept, skip_special_tokens=True)
         verdict = judge.judge(question["question"], text, question["answers"])
         label = -1 if verdict.refusal else (0 if verdict.correct else 1)
@@ -237,11 +238,11 @@ def main(argv: list[str]) -> None:
              metrics["drift"]["per_layer"]["h_neurons"]["mean_rank"])
 
     train = instruct_training_rows(acts, cfg["labelling"])
-    newline_ids = origin.newline_token_ids(tokenizer)
+    lines = origin.line_tokens(tokenizer)
     salt = f"{metrics['base_fingerprint']}/{cfg['dtype']}/origin"
     frames, transfer, rows = [], {}, []
     for name in cfg["datasets"]:
-        frame = base_responses(base, tokenizer, name, transfer_questions(name, family, cfg), cfg, salt, newline_ids)
+        frame = base_responses(base, tokenizer, name, transfer_questions(name, family, cfg), cfg, salt, lines)
         frames.append(frame)
         X, y, dropped = base_features(base, tokenizer, frame, name, meta, cfg)
         counts = {"n_questions": len(frame), "n_correct": int((frame["label"] == 0).sum()),

@@ -170,10 +170,10 @@ def write_tiny_triviaqa(model_dir: Path, path: Path, prompt: str, n: int = N_TIN
         from hneurons import origin
 
         base, base_tok = load_causal_lm(base_dir)
-        newline_ids = origin.newline_token_ids(base_tok)
+        lines = origin.line_tokens(base_tok)
         prompts = [origin.base_prompt_ids(base_tok, q) for q in questions]
         for aliases, ids in zip(answers, generate(base, base_tok, prompts, greedy_settings, None, batch_size=16)):
-            aliases.append(base_tok.decode(origin.cut_at_newline(ids, newline_ids), skip_special_tokens=True).strip())
+            aliases.append(base_tok.decode(origin.cut_at_newline(ids, lines), skip_special_tokens=True).strip())
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         for i, (question, found) in enumerate(zip(questions, answers)):

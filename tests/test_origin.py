@@ -146,14 +146,18 @@ def test_base_prompt_and_newline_cut():
     assert origin.base_prompt("Who wrote Hamlet?") == "Who wrote Hamlet?\nAnswer:"
     ids = origin.base_prompt_ids(tokenizer, "Who wrote Hamlet?")
     assert tokenizer.decode(ids) == "Who wrote Hamlet?\nAnswer:"
-    newline = origin.newline_token_ids(tokenizer)
-    assert all("\n" in tokenizer.decode([int(i)]) for i in newline)
+    lines = origin.line_tokens(tokenizer)
+    assert all("\n" in tokenizer.decode([int(i)]) for i in lines.newline)
+    assert all(not tokenizer.decode([int(i)]).strip() for i in lines.blank) and set(lines.newline) & set(lines.blank)
     generated = tokenizer(" Paris is the capital\nThe quick brown fox\n").input_ids
-    cut = origin.cut_at_newline(generated, newline)
+    cut = origin.cut_at_newline(generated, lines)
     assert tokenizer.decode(cut) == " Paris is the capital"
-    assert origin.cut_at_newline(tokenizer("\nParis").input_ids, newline) == []
+    # leading blank lines do not stop the answer; the first line break after it does
+    opened = tokenizer("\n \nParis\nLondon").input_ids
+    assert tokenizer.decode(origin.cut_at_newline(opened, lines)) == "\n \nParis"
+    assert origin.cut_at_newline(tokenizer("\n\n").input_ids, lines) == tokenizer("\n\n").input_ids
     no_newline = tokenizer(" Paris").input_ids
-    assert origin.cut_at_newline(no_newline, newline) == no_newline
+    assert origin.cut_at_newline(no_newline, lines) == no_newline
 
 
 def test_unchanged_probe_transfers_with_auroc_and_ci():
@@ -308,8 +312,10 @@ def test_origin_stage_reports_drift_and_transfer_reproducibly(tmp_path):
     trivia = responses[responses["dataset"] == "triviaqa"]
     assert set(trivia["example_id"]) == {f"triviaqa_{i:03d}" for i in range(12, 24)}  # outside train/validation
     assert responses.groupby("dataset").size().to_dict() == {"triviaqa": 12, "nq_open": 16, "bioasq": 16}
-    newline = origin.newline_token_ids(make_tokenizer())
-    assert not any(np.isin(ids, newline).any() for ids in responses["response_ids"])
+    lines = origin.line_tokens(make_tokenizer())
+    for ids in responses["response_ids"]:  # no line break once the answer has begun
+        begun = np.flatnonzero(~np.isin(ids, lines.blank))
+        assert begun.size == 0 or not np.isin(ids[begun[0] + 1:], lines.newline).any()
     assert all(p.endswith("\nAnswer:") for p in responses["prompt_ids"].map(lambda ids: make_tokenizer().decode(ids)))
     for name, entry in metrics["transfer"].items():
         assert entry["n_correct"] + entry["n_wrong"] + entry["n_refusal"] == entry["n_questions"]
