@@ -842,7 +842,8 @@ def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
         i = FIG4A_DATASETS.index(d) if d in FIG4A_DATASETS else None
         paper = np.array([v[i] for v in FIG4A.values()]) if i is not None else None
         rnd = (t.get("random_neurons") or {}).get("auroc")
-        trows.append([DATASET_NAMES.get(d, d), t.get("n", 0), pct_ci(t.get("auroc"), t.get("auroc_ci95")),
+        counts = "/".join(str(t.get(k, "?")) for k in ("n_correct", "n_wrong", "n_refusal"))
+        trows.append([DATASET_NAMES.get(d, d), counts, t.get("n", 0), pct_ci(t.get("auroc"), t.get("auroc_ci95")),
                       mean_sd_text(rnd), range_text(paper) if paper is not None else "n/a",
                       t.get("note", "")])
         section_metrics[f"transfer_auroc_{d}"] = t.get("auroc")
@@ -854,8 +855,10 @@ def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     name = f"origin_{family}.png"
     lines += [f"![Backward transfer](figures/{name})\n",
               "Backward transfer (paper §7.1, Fig. 4a): the instruct probe applied unchanged to the base model's "
-              "answers; AUROC (%) with 95% bootstrap CIs; chance = 50 (the paper has no random-neuron control):", "",
-              md_table(["dataset", "n", "AUROC (this run)", "random neurons (mean ± sd)",
+              "answers (prompt: question + \"\\nAnswer:\", answer cut at the first line break after it begins; "
+              "leading blank lines are kept, a reading of the paper's newline stop); balanced n = 2 × the smaller "
+              "class; AUROC (%) with 95% bootstrap CIs; chance = 50 (the paper has no random-neuron control):", "",
+              md_table(["dataset", "base answers correct/wrong/dropped", "n", "AUROC (this run)", "random neurons (mean ± sd)",
                         "paper mean (range) of 6 base models", "note"], trows), "",
               inputs.source(*([where] + [p for p in (paths.origin_transfer, paths.origin_strip) if inputs.exists(p)]))]
     figure = Figure(name, lambda path: draw_origin(data, family, path))

@@ -141,7 +141,7 @@ def write_family(root: Path, family: str, *, detect=True, intervene=True, origin
         drift = drift_report(table, np.arange(0, 600, 50), [1, 2, 3])
         for scope in ("global", "per_layer"):
             drift[scope]["random"].pop("runs")
-        transfer = {"triviaqa": {"n": 80, "auroc": 0.7, "auroc_ci95": [0.6, 0.8],
+        transfer = {"triviaqa": {"n_correct": 40, "n_wrong": 90, "n_refusal": 20, "n": 80, "auroc": 0.7, "auroc_ci95": [0.6, 0.8],
                                  "random_neurons": {"auroc": mean_sd([0.5, 0.55])}},
                     "nq_open": {"n": 10, "auroc": None, "note": "fewer than two classes after balancing"}}
         write(root, f"reports/origin/{family}.json", dumps_json(jsonable({"drift": drift, "transfer": transfer})))
@@ -183,7 +183,7 @@ def test_report_renders_every_section_next_to_the_paper(tmp_path):
     # intervention: slopes in pp per alpha (0.05 per alpha = 5 pp), the stand-in named, paper slope column
     assert "| falseqa | h_neurons |" in md and "+5.00 / +5.00" in md and "faitheval_style (stand-in" in md
     # origin: drift and transfer with CI, a one-class dataset's note
-    assert "| TriviaQA | 80 | 70.0 [60.0, 80.0] | 52.5 ± 3.5 |" in md
+    assert "| TriviaQA | 40/90/20 | 80 | 70.0 [60.0, 80.0] | 52.5 ± 3.5 |" in md
     assert "fewer than two classes after balancing" in md
     # provenance: stage + md5 + lock status, and a file inside a locked directory
     assert "`reports/probe/fam/metrics.json` (stage `probe@fam`, md5 `" in md and "= dvc.lock" in md
