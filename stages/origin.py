@@ -26,7 +26,8 @@ labels it (refusals and empty responses are dropped); classes are balanced by
 seeded downsampling; CETT of the answer span on the base model with the probe's
 span rule and readout; the probe is applied unchanged. TriviaQA questions are
 those of the prepared table not in the probe's train/validation questions;
-NQ-Open and BioASQ take their first ``origin.n_questions`` rows.
+NQ-Open and BioASQ take their first rows; ``origin.n_questions`` is one count for every dataset or a
+mapping dataset -> count.
 """
 
 from __future__ import annotations
@@ -70,8 +71,18 @@ def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
     unknown = sorted(set(cfg["datasets"]) - {"triviaqa", "nq_open", "bioasq"})
     if unknown:
         raise HNeuronsError(f"{SECTION}.datasets: {unknown} not supported (the paper's: triviaqa, nq_open, bioasq)")
-    for key, minimum in (("n_questions", 1), ("batch_size", 1), ("extract_batch_size", 1), ("n_boot", 0),
-                         ("n_random_sets", 0)):
+    counts = cfg["n_questions"]
+    if isinstance(counts, dict):
+        missing = [name for name in cfg["datasets"] if name not in counts]
+        if missing:
+            raise HNeuronsError(f"{SECTION}.n_questions: no count for {', '.join(missing)}")
+    counts = counts if isinstance(counts, dict) else {name: counts for name in cfg["datasets"]}
+    for name in cfg["datasets"]:
+        value = counts[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HNeuronsError(f"{SECTION}.n_questions.{name}={value!r}: expected an integer >= 1")
+    cfg["n_questions"] = {name: counts[name] for name in cfg["datasets"]}
+    for key, minimum in (("batch_size", 1), ("extract_batch_size", 1), ("n_boot", 0), ("n_random_sets", 0)):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < minimum:
             raise HNeuronsError(f"{SECTION}.{key}={cfg[key]!r}: expected an integer >= {minimum}")
     if cfg["max_per_class"] is not None and (not isinstance(cfg["max_per_class"], int) or cfg["max_per_class"] < 1):
@@ -106,7 +117,7 @@ def drift_outputs(table: origin.DriftTable, h: np.ndarray, cfg: dict[str, Any], 
 # ---------------------------------------------------------------- backward transfer
 
 def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
-    """The first ``n_questions`` eligible rows of data/prepared/<name>.parquet (with reference answers)."""
+    """The first ``n_questions[name]`` eligible rows of data/prepared/<name>.parquet (with reference answers)."""
     path = Path("data/prepared") / f"{name}.parquet"
     if not path.is_file():
         raise HNeuronsError(f"{path}: not found; run prepare@{name}")
@@ -116,7 +127,7 @@ def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict
         used = pq.read_table(samples, columns=["example_id", "split"]).to_pandas()
         taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
         rows = [r for r in rows if r["example_id"] not in taken]
-    return rows[: cfg["n_questions"]]
+    return rows[: cfg["n_questions"][name]]
 
 
 def base_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any], salt: str,

@@ -277,7 +277,8 @@ def _origin_project(tmp_path: Path, instruct_d_ffn: int = 48) -> Path:
     params = {
         "base": {"seed": 4, "threads": 1, "dtype": "float32", "cache_dir": str(tmp_path / "hcache")},
         "probe": {"dataset": "triviaqa", "labelling": "3-vs-1", "baseline_C": 1.0, "n_random_seeds": 5},
-        "origin": {"families": {"tiny": {}, "lonely": {}}, "datasets": ["triviaqa", "nq_open", "bioasq"], "n_questions": 16,
+        "origin": {"families": {"tiny": {}, "lonely": {}}, "datasets": ["triviaqa", "nq_open", "bioasq"],
+                   "n_questions": {"triviaqa": 16, "nq_open": 10, "bioasq": 16},
                    "decoding": {"temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 10},
                    "batch_size": 8, "extract_batch_size": 4, "max_per_class": None, "n_boot": 50,
                    "n_random_sets": 10},
@@ -311,7 +312,7 @@ def test_origin_stage_reports_drift_and_transfer_reproducibly(tmp_path):
     responses = pd.read_parquet(project / "data/origin/tiny/base_responses.parquet")
     trivia = responses[responses["dataset"] == "triviaqa"]
     assert set(trivia["example_id"]) == {f"triviaqa_{i:03d}" for i in range(12, 24)}  # outside train/validation
-    assert responses.groupby("dataset").size().to_dict() == {"triviaqa": 12, "nq_open": 16, "bioasq": 16}
+    assert responses.groupby("dataset").size().to_dict() == {"triviaqa": 12, "nq_open": 10, "bioasq": 16}
     lines = origin.line_tokens(make_tokenizer())
     for ids in responses["response_ids"]:  # no line break once the answer has begun
         begun = np.flatnonzero(~np.isin(ids, lines.blank))
@@ -351,3 +352,22 @@ def test_mismatched_pair_stops_the_stage_with_one_line_naming_both(tmp_path):
     assert last == ("error: base model models/llm/tiny/base and instruct model models/llm/tiny/instruct differ in "
                     "architecture or FFN shape (d_ffn 48 vs 64); origin needs a matched pair")
     assert not (project / "reports/origin/tiny.json").exists()
+
+
+def test_question_counts_are_one_number_or_one_per_dataset():
+    from stages.origin import read_config
+
+    params = {"base": {"seed": 1}, "probe": {"dataset": "triviaqa", "labelling": "3-vs-1", "baseline_C": 1.0,
+                                            "n_random_seeds": 5},
+              "origin": {"families": {"f": {}}, "datasets": ["triviaqa", "bioasq"], "n_questions": 7,
+                         "decoding": {"temperature": 1.0, "max_new_tokens": 4}, "batch_size": 2,
+                         "extract_batch_size": 2, "max_per_class": None, "n_boot": 0, "n_random_sets": 0}}
+    assert read_config(params, "f")["n_questions"] == {"triviaqa": 7, "bioasq": 7}
+    params["origin"]["n_questions"] = {"triviaqa": 9, "bioasq": 3, "nq_open": 1}
+    assert read_config(params, "f")["n_questions"] == {"triviaqa": 9, "bioasq": 3}
+    params["origin"]["n_questions"] = {"triviaqa": 9}
+    with pytest.raises(HNeuronsError, match=r"^origin.n_questions: no count for bioasq$"):
+        read_config(params, "f")
+    params["origin"]["n_questions"] = {"triviaqa": 9, "bioasq": 0}
+    with pytest.raises(HNeuronsError, match=r"^origin.n_questions.bioasq=0: expected an integer >= 1$"):
+        read_config(params, "f")
