@@ -514,9 +514,15 @@ def length_confound_note(probe: dict, lengths: dict, margin: float = 0.02) -> st
     if not close:
         return None
     name, value = max(close, key=lambda item: item[1])
+    if any(n == "response_tokens" for n, _ in close):
+        advice = ("the response length alone separates the classes here: more examples, or classes matched on "
+                  "length, are needed before the neurons can be credited")
+    else:
+        advice = ("the answer span's length does it: try `extract.span_rule: content`, the same span rule for both "
+                  "classes")
     return (f"**Caution: length confound.** The length-only probe `{name}` reaches AUROC {100 * value:.1f}% "
             f"against the H-Neuron probe's {100 * probe['auroc']:.1f}%: on this run the detection result does not "
-            f"show more than length (try `extract.span_rule: content`, the same span rule for both classes).")
+            f"show more than length ({advice}).")
 
 
 def identification_section(inputs: Inputs, paths: FamilyPaths) -> Section:

@@ -313,4 +313,7 @@ def test_length_confound_note_fires_only_when_length_matches_the_probe():
     assert length_confound_note(probe, {"response_tokens": {"auroc": 0.6}}) is None
     note = length_confound_note(probe, {"response_tokens": {"auroc": 0.6}, "response_and_answer_tokens": {"auroc": 0.94}})
     assert note is not None and "response_and_answer_tokens" in note and "94.0%" in note
+    assert "span_rule: content" in note
+    both = length_confound_note(probe, {"response_tokens": {"auroc": 0.95}, "response_and_answer_tokens": {"auroc": 0.95}})
+    assert "response length alone separates" in both and "span_rule" not in both
     assert length_confound_note({"auroc": float("nan")}, {"x": {"auroc": 1.0}}) is None
