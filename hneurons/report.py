@@ -812,6 +812,10 @@ def draw_compliance(data: list[dict[str, Any]], family: str, path: Path) -> None
     _savefig(fig, path)
 
 
+#: Below this many balanced rows a transfer AUROC is flagged as unreadable in the report.
+MIN_READABLE_N = 20
+
+
 def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     """Backward-transfer AUROC and parameter drift of the H-Neurons vs the paper's Fig. 4."""
     family = paths.family
@@ -851,7 +855,8 @@ def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
         counts = "/".join(str(t.get(k, "?")) for k in ("n_correct", "n_wrong", "n_refusal"))
         trows.append([DATASET_NAMES.get(d, d), counts, t.get("n", 0), pct_ci(t.get("auroc"), t.get("auroc_ci95")),
                       mean_sd_text(rnd), range_text(paper) if paper is not None else "n/a",
-                      t.get("note", "")])
+                      t.get("note") or (f"n < {MIN_READABLE_N}: too few rows to read" if t.get("n", 0) < MIN_READABLE_N
+                                        else "")])
         section_metrics[f"transfer_auroc_{d}"] = t.get("auroc")
         ci = t.get("auroc_ci95") or [None, None]
         data.append({"family": family, "dataset": DATASET_NAMES.get(d, d), "auroc": _pct_num(t.get("auroc")),

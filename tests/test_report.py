@@ -143,7 +143,9 @@ def write_family(root: Path, family: str, *, detect=True, intervene=True, origin
             drift[scope]["random"].pop("runs")
         transfer = {"triviaqa": {"n_correct": 40, "n_wrong": 90, "n_refusal": 20, "n": 80, "auroc": 0.7, "auroc_ci95": [0.6, 0.8],
                                  "random_neurons": {"auroc": mean_sd([0.5, 0.55])}},
-                    "nq_open": {"n": 10, "auroc": None, "note": "fewer than two classes after balancing"}}
+                    "nq_open": {"n": 10, "auroc": None, "note": "fewer than two classes after balancing"},
+                    "bioasq": {"n": 6, "auroc": 0.5, "auroc_ci95": [0.0, 1.0],
+                               "random_neurons": {"auroc": mean_sd([0.5, 0.6])}}}
         write(root, f"reports/origin/{family}.json", dumps_json(jsonable({"drift": drift, "transfer": transfer})))
 
 
@@ -185,6 +187,8 @@ def test_report_renders_every_section_next_to_the_paper(tmp_path):
     # origin: drift and transfer with CI, a one-class dataset's note
     assert "| TriviaQA | 40/90/20 | 80 | 70.0 [60.0, 80.0] | 52.5 ± 3.5 |" in md
     assert "fewer than two classes after balancing" in md
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith(("| TriviaQA", "| BioASQ"))}
+    assert rows["| BioASQ"].endswith("| n < 20: too few rows to read |") and "too few" not in rows["| TriviaQA"]
     # provenance: stage + md5 + lock status, and a file inside a locked directory
     assert "`reports/probe/fam/metrics.json` (stage `probe@fam`, md5 `" in md and "= dvc.lock" in md
     assert "no stage in dvc.lock" in md  # detect files are not in this lock
