@@ -131,19 +131,13 @@ def sharpen(model, seed: int = 0, std: float = 0.3):
     return model
 
 
-def save_perturbed(model_dir: Path, dest: Path, seed: int = 1, std: float = 0.03) -> Path:
-    """A tiny 'base' model: the model at ``model_dir`` with seeded Gaussian noise on every matrix."""
-    import torch
-
+def save_perturbed(model_dir: Path, dest: Path, seed: int = 1, scale: float = 0.1) -> Path:
+    """A tiny 'base' model: the model at ``model_dir`` with seeded noise on its FFN weights (tiny.perturbed_copy)."""
     from hneurons.models import load_causal_lm
+    from tiny import perturbed_copy
 
     model, tok = load_causal_lm(model_dir)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.add_(torch.randn(param.shape, generator=generator) * std)
-    model.save_pretrained(dest)
+    perturbed_copy(model, scale, seed).save_pretrained(dest)
     tok.save_pretrained(dest)
     return dest
 

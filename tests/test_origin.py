@@ -9,19 +9,7 @@ import torch
 from hneurons import origin
 from hneurons.errors import HNeuronsError
 from hneurons.models import ffn_blocks
-from tiny import make_model, make_tokenizer
-
-
-def _perturbed(model, scale: float, seed: int):
-    """A copy with every up row / down column nudged by relative noise of ``scale``."""
-    twin = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for block in ffn_blocks(twin):
-            for weight in (block.up.weight, block.down.weight, block.gate.weight if block.gate is not None else None):
-                if weight is not None:
-                    weight.add_(scale * weight.std() * torch.randn(weight.shape, generator=gen))
-    return twin
+from tiny import make_model, make_tokenizer, perturbed_copy
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
@@ -35,7 +23,7 @@ def test_identical_models_have_zero_drift(arch):
 
 def test_drift_matches_one_minus_cosine_of_rows_and_columns():
     base = make_model("llama", seed=0)
-    inst = _perturbed(base, 0.1, seed=1)
+    inst = perturbed_copy(base, 0.1, seed=1)
     up, down = origin.neuron_drift(base, inst)
     b, i = ffn_blocks(base)[1], ffn_blocks(inst)[1]
     j = 7
@@ -57,7 +45,7 @@ def test_gate_changes_do_not_count():
 
 def test_a_perturbed_neuron_ranks_least_stable():
     base = make_model("gemma3_text", seed=0)
-    inst = _perturbed(base, 0.01, seed=2)
+    inst = perturbed_copy(base, 0.01, seed=2)
     layer, j = 1, 30
     with torch.no_grad():
         block = ffn_blocks(inst)[layer]
@@ -267,7 +255,7 @@ def _origin_project(tmp_path: Path, instruct_d_ffn: int = 48) -> Path:
     base = make_model("llama", vocab_size=len(tokenizer), seed=0)
     _save_materialized(base, tokenizer, tmp_path, project / "models/llm/tiny/base")
     if instruct_d_ffn == 48:
-        instruct = _perturbed(base, 0.05, seed=9)
+        instruct = perturbed_copy(base, 0.05, seed=9)
     else:
         instruct = make_model("llama", vocab_size=len(tokenizer), seed=1, d_ffn=instruct_d_ffn)
     _save_materialized(instruct, tokenizer, tmp_path, project / "models/llm/tiny/instruct")

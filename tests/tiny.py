@@ -91,3 +91,19 @@ def save_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, **shap
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def perturbed_copy(model, scale: float, seed: int):
+    """A copy with every FFN up row / down column / gate weight nudged by seeded noise of ``scale`` x its std."""
+    import copy
+
+    from hneurons.models import ffn_blocks
+
+    twin = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in ffn_blocks(twin):
+            for weight in (block.up.weight, block.down.weight, block.gate.weight if block.gate is not None else None):
+                if weight is not None:
+                    weight.add_(scale * weight.std() * torch.randn(weight.shape, generator=gen))
+    return twin
