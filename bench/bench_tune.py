@@ -9,12 +9,15 @@ Measures, on models/llm/<family>/base (and .../instruct when it exists):
 - the same forward pass with OMP_WAIT_POLICY unset vs PASSIVE is not measured
   here (it must be set before torch loads); run the script twice with and
   without ``OMP_WAIT_POLICY=PASSIVE`` to compare;
+- the same with length-grouped batches (``--length-group``, ``tune.length_group``):
+  less right padding per step;
 - wall time of ``origin.DriftTable.from_models`` (all neurons) when the twin exists.
 
 The machine's load average is recorded next to each figure: on a shared machine
 wall times scale with it, CPU times much less.
 
-Usage: nice .venv/bin/python bench/bench_tune.py [--family gemma270m] [--steps 3] [--out bench/out/tune.json]
+Usage: nice .venv/bin/python bench/bench_tune.py [--family gemma270m] [--steps 3] [--length-group 8]
+       [--skip-full-logits] [--out bench/out/tune.json]
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def full_logit_loss(model, batch):
                                              targets.reshape(-1), ignore_index=-100)
 
 
-def step_times(model, encoded, loss_fn, steps: int, batch_size: int) -> dict:
+def step_times(model, encoded, loss_fn, steps: int, batch_size: int, length_group: int = 1) -> dict:
     import torch
 
     from hneurons import tune
@@ -56,7 +59,9 @@ def step_times(model, encoded, loss_fn, steps: int, batch_size: int) -> dict:
     trainable = tune.freeze_embeddings(model)
     optimizer = torch.optim.AdamW(trainable, lr=1e-6)
     model.train()
-    order = list(tune.batch_order(len(encoded), batch_size, steps + 1, seed=0))
+    lengths = [len(ids) for ids in encoded.ids]
+    order = list(tune.batch_order(len(encoded), batch_size, steps + 1, seed=0, lengths=lengths,
+                                  length_group=length_group))
     walls, cpus = [], []
     for index, rows in enumerate(order):
         batch = tune.collate(encoded, rows, pad_id=0)
@@ -72,7 +77,9 @@ def step_times(model, encoded, loss_fn, steps: int, batch_size: int) -> dict:
             walls.append(wall)
             cpus.append(cpu)
     model.eval()
+    padded = [len(rows) * max(lengths[r] for r in rows) for rows in order[1:]]
     return {"wall_s_per_step": statistics.median(walls), "cpu_s_per_step": statistics.median(cpus),
+            "mean_padded_tokens_per_step": statistics.mean(padded), "length_group": length_group,
             "load_average_1min": os.getloadavg()[0]}
 
 
@@ -82,6 +89,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--length-group", type=int, default=8, help="tune.length_group of the grouped run")
+    parser.add_argument("--skip-full-logits", action="store_true")
     parser.add_argument("--out", default="bench/out/tune.json")
     args = parser.parse_args()
 
@@ -110,7 +119,10 @@ def main() -> None:
               "median_example_tokens": lengths[len(lengths) // 2]}
     result["response_only_head"] = step_times(model, encoded, lambda m, b: tune.response_loss(m, b)[0],
                                               args.steps, args.batch)
-    result["full_logits"] = step_times(model, encoded, full_logit_loss, args.steps, args.batch)
+    result["response_only_head_grouped"] = step_times(model, encoded, lambda m, b: tune.response_loss(m, b)[0],
+                                                      args.steps, args.batch, args.length_group)
+    if not args.skip_full_logits:
+        result["full_logits"] = step_times(model, encoded, full_logit_loss, args.steps, args.batch)
     instruct_dir = ROOT / "models/llm" / args.family / "instruct"
     if (instruct_dir / "config.json").is_file():
         base, _ = load_causal_lm(base_dir)

@@ -38,7 +38,7 @@ SECTION = "detect"
 NQ_RESERVED_FROM = 2610  # nq_open rows >= this are the tune stage's instruction set (params.yaml tune.trivia)
 
 
-def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
+def read_config(params: dict[str, Any]) -> dict[str, Any]:
     """The detect section plus the keys it reuses (one-line errors naming the key)."""
     from hneurons.detect import DATASETS, TABLE_METRICS
     from hneurons.generate import DecodingSettings
@@ -174,7 +174,7 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError("usage: python -m stages.detect FAMILY")
     family = argv[0]
     params = family_params(load_params(), SECTION, family)
-    cfg = read_config(params, family)
+    cfg = read_config(params)
     setup_torch(params)
     import pyarrow as pa
 

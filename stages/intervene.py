@@ -39,7 +39,7 @@ def _int(cfg: dict, key: str, minimum: int) -> int:
     return value
 
 
-def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
+def read_config(params: dict[str, Any]) -> dict[str, Any]:
     """The intervene section, validated (one-line errors naming the key)."""
     from hneurons import compliance as C
     from hneurons.generate import DecodingSettings
@@ -288,7 +288,7 @@ def main(argv: list[str]) -> None:
     from hneurons.io import csv_text, jsonable, read_json, write_json, write_parquet, write_text
     from hneurons.models import ffn_shape, load_causal_lm
 
-    cfg = read_config(params, family)
+    cfg = read_config(params)
     judges = make_judges(cfg)
     for judge in judges.llm.values():
         judge.check()  # an unreachable endpoint fails before any generation

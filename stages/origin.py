@@ -51,7 +51,7 @@ SECTION = "origin"
 
 
 
-def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
+def read_config(params: dict[str, Any]) -> dict[str, Any]:
     """The origin section plus the probe keys it reuses (one-line errors naming the key)."""
     from hneurons.generate import DecodingSettings
 
@@ -211,7 +211,7 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError("usage: python -m stages.origin FAMILY")
     family = argv[0]
     params = family_params(load_params(), SECTION, family)
-    cfg = read_config(params, family)
+    cfg = read_config(params)
     base_dir, instruct_dir = Path(f"models/llm/{family}/base"), Path(f"models/llm/{family}/instruct")
     data_dir, report_dir = Path(f"data/origin/{family}"), Path(f"reports/origin/{family}")
     metrics_path = Path(f"reports/origin/{family}.json")

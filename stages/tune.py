@@ -48,7 +48,7 @@ log = logging.getLogger("tune")
 SECTION = "tune"
 
 
-def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
+def read_config(params: dict[str, Any]) -> dict[str, Any]:
     """The tune section (with the family's overrides applied), validated (one-line errors naming tune.<key>)."""
     p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
     rows = p("trivia.rows")
@@ -60,7 +60,8 @@ def read_config(params: dict[str, Any], family: str) -> dict[str, Any]:
         raise HNeuronsError(f"{SECTION}.sizes: expected integers >= 0 for {', '.join(tune.KINDS)}")
     settings = tune.TuneSettings(steps=p("steps"), batch_size=p("batch_size"), lr=p("lr"),
                                  warmup_steps=p("warmup_steps"), weight_decay=p("weight_decay"),
-                                 max_grad_norm=p("max_grad_norm"), seed=int(param(params, "base.seed")))
+                                 max_grad_norm=p("max_grad_norm"), length_group=p("length_group"),
+                                 seed=int(param(params, "base.seed")))
     settings.validate(SECTION)
     return {
         "trivia_dataset": p("trivia.dataset"), "trivia_rows": rows, "premise_dataset": p("premise.dataset"),
@@ -134,7 +135,7 @@ def main(argv: list[str]) -> None:
     family = argv[0]
     params = family_params(load_params(), SECTION, family)
     setup_torch(params)
-    cfg = read_config(params, family)
+    cfg = read_config(params)
     base_dir = Path("models/llm") / family / "base"
     out_dir = Path("models/llm") / family / "instruct"
     data_dir, report_dir = Path("data/tune") / family, Path("reports/tune") / family

@@ -350,12 +350,12 @@ def test_question_counts_are_one_number_or_one_per_dataset():
               "origin": {"families": {"f": {}}, "datasets": ["triviaqa", "bioasq"], "n_questions": 7,
                          "decoding": {"temperature": 1.0, "max_new_tokens": 4}, "batch_size": 2,
                          "extract_batch_size": 2, "max_per_class": None, "n_boot": 0, "n_random_sets": 0}}
-    assert read_config(params, "f")["n_questions"] == {"triviaqa": 7, "bioasq": 7}
+    assert read_config(params)["n_questions"] == {"triviaqa": 7, "bioasq": 7}
     params["origin"]["n_questions"] = {"triviaqa": 9, "bioasq": 3, "nq_open": 1}
-    assert read_config(params, "f")["n_questions"] == {"triviaqa": 9, "bioasq": 3}
+    assert read_config(params)["n_questions"] == {"triviaqa": 9, "bioasq": 3}
     params["origin"]["n_questions"] = {"triviaqa": 9}
     with pytest.raises(HNeuronsError, match=r"^origin.n_questions: no count for bioasq$"):
-        read_config(params, "f")
+        read_config(params)
     params["origin"]["n_questions"] = {"triviaqa": 9, "bioasq": 0}
     with pytest.raises(HNeuronsError, match=r"^origin.n_questions.bioasq=0: expected an integer >= 1$"):
-        read_config(params, "f")
+        read_config(params)

@@ -161,6 +161,27 @@ def test_batch_order_walks_seeded_permutations():
     assert batches != list(tune.batch_order(10, 4, 5, seed=2))
 
 
+def test_length_grouped_batches_keep_epochs_and_cut_padding():
+    lengths = [int(v) for v in np.random.default_rng(0).integers(5, 90, size=64)]
+    plain = list(tune.batch_order(64, 8, 16, seed=3, lengths=lengths, length_group=1))
+    grouped = list(tune.batch_order(64, 8, 16, seed=3, lengths=lengths, length_group=4))
+    assert plain == list(tune.batch_order(64, 8, 16, seed=3))  # group 1 is the plain walk
+    assert grouped == list(tune.batch_order(64, 8, 16, seed=3, lengths=lengths, length_group=4))
+    assert all(len(b) == 8 for b in grouped)
+    flat = [i for b in grouped for i in b]
+    assert sorted(flat[:64]) == list(range(64)) and sorted(flat[64:]) == list(range(64))  # every row once per epoch
+    padded = lambda batches: sum(8 * max(lengths[r] for r in b) for b in batches)  # noqa: E731
+    assert padded(grouped) < 0.85 * padded(plain)
+    # within a group of 4 batches the rows are cut by length: batches do not overlap in length
+    for g in range(0, 16, 4):
+        spans = sorted((min(lengths[r] for r in b), max(lengths[r] for r in b)) for b in grouped[g: g + 4])
+        assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))
+    with pytest.raises(HNeuronsError, match=r"tune.length_group=4: needs one token count per example"):
+        list(tune.batch_order(64, 8, 2, seed=3, lengths=lengths[:10], length_group=4))
+    with pytest.raises(HNeuronsError, match=r"tune.length_group=0: expected an integer >= 1"):
+        tune.TuneSettings(length_group=0).validate()
+
+
 def test_learning_rate_warms_up_linearly():
     settings = tune.TuneSettings(lr=1e-3, warmup_steps=4)
     assert [tune.learning_rate(s, settings) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
@@ -267,7 +288,7 @@ def _stage_project(tmp_path: Path) -> Path:
                  "eval_datasets": ["nq_open", "falseqa", "nonexist"],
                  "sizes": {"trivia": 6, "premise": 6, "refusal": 4, "abstain": 4}, "n_check": 2,
                  "suffix_share": 0.5, "max_length": 256, "steps": 2, "batch_size": 2, "lr": 1e-3,
-                 "warmup_steps": 1, "weight_decay": 0.0, "max_grad_norm": 1.0,
+                 "warmup_steps": 1, "weight_decay": 0.0, "max_grad_norm": 1.0, "length_group": 2,
                  "check": {"max_new_tokens": 6, "include_base": True}},
     }
     (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
