@@ -889,8 +889,8 @@ def twin_lines(inputs: Inputs, paths: FamilyPaths) -> list[str]:
              cell(base.get(kind), "correct"), cell(twin[kind], "correct")] for kind in twin]
     loss = m.get("loss") or {}
     return ["The instruct model of this family is not a vendor checkpoint but the base model instruction-tuned by "
-            f"`tune@{paths.family}` (loss {loss.get('first', float('nan')):.2f} → "
-            f"{loss.get('mean_last_20', float('nan')):.2f}, mean of the last 20 steps). Its behaviour on held-out "
+            f"`tune@{paths.family}` (loss of the first batch {loss.get('first', float('nan')):.2f}, mean of the last 20 "
+            f"batches {loss.get('mean_last_20', float('nan')):.2f} nats per response token). Its behaviour on held-out "
             "examples of each instruction kind, greedy (%; refusal = refusal or abstention):", "",
             md_table(["kind", "n", "format ok: base", "twin", "refusal: base", "twin", "correct: base", "twin"],
                      rows), "", inputs.source(where), ""]
