@@ -117,10 +117,10 @@ def main() -> None:
     result = {"family": args.family, "threads": args.threads, "batch": args.batch,
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
               "median_example_tokens": lengths[len(lengths) // 2]}
-    result["response_only_head"] = step_times(model, encoded, lambda m, b: tune.response_loss(m, b)[0],
-                                              args.steps, args.batch)
-    result["response_only_head_grouped"] = step_times(model, encoded, lambda m, b: tune.response_loss(m, b)[0],
-                                                      args.steps, args.batch, args.length_group)
+    head_loss = lambda m, b: tune.response_loss(m, b)[0]  # noqa: E731
+    result["response_only_head"] = step_times(model, encoded, head_loss, args.steps, args.batch)
+    result["response_only_head_grouped"] = step_times(model, encoded, head_loss, args.steps, args.batch,
+                                                      args.length_group)
     if not args.skip_full_logits:
         result["full_logits"] = step_times(model, encoded, full_logit_loss, args.steps, args.batch)
     instruct_dir = ROOT / "models/llm" / args.family / "instruct"
