@@ -22,10 +22,13 @@ faitheval_style context, options, counterfactual_option, gold_option, gold
 contexts are only on the HF hub), never called FaithEval in outputs. Recipe
 (deterministic, seeded): TriviaQA questions from a row range disjoint from every
 other use; gold = the most frequent judged-correct Gemma-3-4B answer from the
-SystemicVoid consistency file (questions without one are skipped); the
-counterfactual answer is another question's gold of the same kind (year,
-number, multi-word name, single word); two distractors of the same kind; a short
-passage asserting the counterfactual answer; options shuffled with the seed.
+SystemicVoid consistency file, kept only if the rule judge also accepts it
+against the question's own aliases (rows without such a gold are dropped and
+counted per reason, FAITHEVAL_DROPS); the counterfactual answer is another
+question's gold of the same kind (year, number, multi-word name, single word);
+two distractors of the same kind (the rule judge accepts none of the three for
+the question); a short passage asserting the counterfactual answer; options
+shuffled with the seed.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 
 from hneurons.errors import HNeuronsError
+from hneurons.judge import RuleJudge, find_alias
 from hneurons.judge import normalize as normalize_answer  # the one normalizer
 
 Record = dict[str, Any]
@@ -200,17 +204,61 @@ PASSAGE_TEMPLATES = (
 )
 
 
-def _faitheval_style(rows: list[Record], options: dict[str, Any]) -> list[Record]:
-    golds_by_id: dict[str, str] = {}
+FAITHEVAL_DROPS = ("no_reference", "no_correct_reference", "gold_substring_only", "gold_in_question",
+                   "gold_not_rule_correct", "too_few_options")
+
+
+def _gold_problem(question: str, gold: str, aliases: list[str]) -> str | None:
+    """Why ``gold`` fails the rule judge on ``question`` with ``aliases`` (a FAITHEVAL_DROPS reason), or None.
+
+    gold_substring_only: an alias occurs in the gold only inside a longer word or
+    number ("4" in "40"); gold_in_question: the gold matches only aliases that the
+    question itself contains (the rule judge ignores those); otherwise (a
+    refusal included) gold_not_rule_correct.
+    """
+    verdict = RuleJudge().judge(question, gold, aliases)
+    if verdict.correct:
+        return None
+    if verdict.refusal:
+        return "gold_not_rule_correct"
+    if find_alias(gold, aliases) is not None:
+        return "gold_in_question"
+    flat = normalize_answer(gold).replace(" ", "")
+    if any(key and key in flat for key in (normalize_answer(a).replace(" ", "") for a in aliases)):
+        return "gold_substring_only"
+    return "gold_not_rule_correct"
+
+
+def faitheval_style_records(rows: list[Record], options: dict[str, Any]) -> tuple[list[Record], Counter]:
+    """(FaithEval-style records, rows dropped per reason; the reasons are FAITHEVAL_DROPS).
+
+    Gold = the most frequent response that the reference file judged correct; it
+    must also pass the rule judge (judge.RuleJudge) against the question's own
+    aliases. Distractors and the counterfactual are other questions' golds that
+    the rule judge does not accept for this question.
+    """
+    drops: Counter = Counter({reason: 0 for reason in FAITHEVAL_DROPS})
+    references: dict[str, dict] = {}
     for row in read_jsonl(Path(options["reference"])):
         (qid, value), = row.items()
+        references[qid] = value
+    items = []
+    for item in _triviaqa(rows, options):
+        value = references.get(item["example_id"])
+        if value is None:
+            drops["no_reference"] += 1
+            continue
         correct = [resp.strip().rstrip(".").strip() for resp, judge in zip(value["responses"], value["judges"])
                    if str(judge).lower() == "true" and resp.strip()]
-        if correct:
-            golds_by_id[qid] = Counter(correct).most_common(1)[0][0]
-    items = [r for r in _triviaqa(rows, options) if r["example_id"] in golds_by_id]
-    for item in items:
-        item["gold"] = golds_by_id[item["example_id"]]
+        if not correct:
+            drops["no_correct_reference"] += 1
+            continue
+        gold = Counter(correct).most_common(1)[0][0]
+        problem = _gold_problem(item["question"], gold, item["answers"])
+        if problem:
+            drops[problem] += 1
+            continue
+        items.append({**item, "gold": gold})
     by_kind: dict[str, list[Record]] = {}
     for item in items:
         by_kind.setdefault(answer_kind(item["gold"]), []).append(item)
@@ -226,12 +274,13 @@ def _faitheval_style(rows: list[Record], options: dict[str, Any]) -> list[Record
         picks: list[str] = []
         for candidate in same + other:  # same kind first, then any kind
             key = normalize_answer(candidate)
-            if key and key not in taken:
+            if key and key not in taken and find_alias(candidate, item["answers"], item["question"]) is None:
                 picks.append(candidate)
                 taken.add(key)
             if len(picks) == n_options - 1:
                 break
         if len(picks) < n_options - 1:
+            drops["too_few_options"] += 1
             continue
         wrong = picks[0]
         choices = [item["gold"]] + picks
@@ -241,13 +290,21 @@ def _faitheval_style(rows: list[Record], options: dict[str, Any]) -> list[Record
                     "answers": [wrong], "context": passage, "options": choices,
                     "counterfactual_option": LETTERS[choices.index(wrong)],
                     "gold_option": LETTERS[choices.index(item["gold"])], "gold": item["gold"]})
-    return out
+    return out, drops
+
+
+def _faitheval_style(rows: list[Record], options: dict[str, Any]) -> list[Record]:
+    return faitheval_style_records(rows, options)[0]
 
 
 READERS: dict[str, Callable[[list[Record], dict[str, Any]], list[Record]]] = {
     "triviaqa": _triviaqa, "nq_open": _nq_open, "bioasq": _bioasq, "nonexist": _nonexist,
     "falseqa": _falseqa, "sycophancy": _sycophancy, "jailbreak": _jailbreak,
     "faitheval_style": _faitheval_style,
+}
+# Readers that also count the raw rows they drop: (records, Counter reason -> rows).
+DROP_READERS: dict[str, Callable[[list[Record], dict[str, Any]], tuple[list[Record], Counter]]] = {
+    "faitheval_style": faitheval_style_records,
 }
 
 
@@ -316,12 +373,22 @@ def load_raw(config: dict[str, Any], where: str) -> tuple[str, list[Record], dic
     return fmt, rows, options
 
 
-def prepare(fmt: str, rows: list[Record], options: dict[str, Any], where: str) -> pa.Table:
-    """Convert raw rows to the prepared schema of ``fmt``; rejects empty or duplicate-id results."""
+def prepare(fmt: str, rows: list[Record], options: dict[str, Any], where: str,
+            drops: Counter | None = None) -> pa.Table:
+    """Convert raw rows to the prepared schema of ``fmt``; rejects empty or duplicate-id results.
+
+    ``drops``, if given, is updated with the raw rows a DROP_READERS format
+    dropped, per reason (other formats keep every row).
+    """
     if fmt not in READERS:
         raise HNeuronsError(f"{where}.format={fmt!r}: expected one of {', '.join(FORMATS)}")
     try:
-        records = READERS[fmt](rows, options)
+        if fmt in DROP_READERS:
+            records, dropped = DROP_READERS[fmt](rows, options)
+            if drops is not None:
+                drops.update(dropped)
+        else:
+            records = READERS[fmt](rows, options)
     except KeyError as exc:
         raise HNeuronsError(f"{where}: raw rows lack field {exc} needed by format {fmt!r}") from None
     if not records:

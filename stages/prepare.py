@@ -1,12 +1,14 @@
-"""prepare@<dataset>: data/raw snapshot -> data/prepared/<dataset>.parquet (one schema)."""
+"""prepare@<dataset>: data/raw snapshot -> data/prepared/<dataset>.parquet (one schema)
+and reports/prepare/<dataset>.json (raw rows read, examples kept, rows dropped per reason)."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from hneurons import data
 from hneurons.errors import HNeuronsError
-from hneurons.io import write_parquet
+from hneurons.io import write_json, write_parquet
 from stages._common import entry, load_params, run, setup_runtime
 
 log = logging.getLogger("prepare")
@@ -21,11 +23,17 @@ def main(argv: list[str]) -> None:
     config = entry(params, "datasets", name)
     where = f"datasets.{name}"
     fmt, rows, options = data.load_raw(config, where)
-    table = data.prepare(fmt, rows, options, where)
+    drops: Counter = Counter()
+    table = data.prepare(fmt, rows, options, where, drops)
     metadata = {"dataset": name, "format": fmt, "n_examples": table.num_rows,
                 "params": {k: v for k, v in config.items()}}
     write_parquet(f"data/prepared/{name}.parquet", table, metadata)
-    log.info("%s: %d examples -> data/prepared/%s.parquet", name, table.num_rows, name)
+    report = {"dataset": name, "format": fmt, "n_raw": len(rows), "n_examples": table.num_rows,
+              "n_dropped": sum(drops.values()), "dropped": dict(sorted(drops.items()))}
+    write_json(f"reports/prepare/{name}.json", report)
+    dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(drops.items()) if n) or "none"
+    log.info("%s: %d raw rows -> %d examples (dropped: %s) -> data/prepared/%s.parquet",
+             name, len(rows), table.num_rows, dropped, name)
 
 
 if __name__ == "__main__":

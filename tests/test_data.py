@@ -1,6 +1,7 @@
 """Dataset readers -> one prepared schema, on the project's raw snapshots and small local files."""
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -8,6 +9,7 @@ import pytest
 
 from hneurons import data
 from hneurons.errors import HNeuronsError
+from hneurons.judge import RuleJudge
 
 RAW = Path(__file__).resolve().parents[1] / "data" / "raw"
 
@@ -120,3 +122,87 @@ def test_duplicate_ids_and_empty_results_are_rejected():
         data.prepare("bioasq", [], {}, "datasets.x")
     with pytest.raises(HNeuronsError, match="lack field 'id'"):
         data.prepare("bioasq", [{"question": "q"}], {}, "datasets.x")
+
+
+# ---------------------------------------------------------------- faitheval_style drops and gold validation
+
+def _fes_rows(tmp_path, items, n_options=4):
+    """Raw TriviaQA-style rows + a reference file for ``items`` = (qid, question, aliases, responses, judges)."""
+    rows = [{"question_id": qid, "question": question, "answers": aliases} for qid, question, aliases, _, _ in items]
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text("".join(json.dumps({qid: {"question": question, "responses": responses, "judges": judges}})
+                                 + "\n" for qid, question, _, responses, judges in items if responses is not None))
+    return rows, {"reference": str(reference), "seed": 3, "n_options": n_options}
+
+
+GOOD = [(f"g{i}", f"Which thing is number {i}?", [f"answer{i}"], [f"Answer{i}."] * 3, ["true"] * 3)
+        for i in range(5)]
+
+
+def test_faitheval_style_counts_every_drop_by_reason(tmp_path):
+    items = GOOD + [
+        ("no_ref", "Who is nobody?", ["nobody"], None, None),
+        ("all_wrong", "Who wrote Hamlet?", ["Shakespeare"], ["Marlowe", "Bacon"], ["false", "false"]),
+        ("forty", "How many stars appear on the flag of New Zealand?", ["four", "4"], ["40", "40"], ["true", "true"]),
+        ("in_q", "What was Michelangelo's first name?", ["Michelangelo", "Michelangelo Buonarroti"], ["Michelangelo"],
+         ["true"]),
+        ("refusal", "What is the capital of Peru?", ["Lima"], ["I don't know Lima"], ["true"]),
+    ]
+    rows, options = _fes_rows(tmp_path, items)
+    records, drops = data.faitheval_style_records(rows, options)
+    assert dict(drops) == {"no_reference": 1, "no_correct_reference": 1, "gold_substring_only": 1,
+                           "gold_in_question": 1, "gold_not_rule_correct": 1, "too_few_options": 0}
+    assert [r["example_id"] for r in records] == [f"fes_g{i}" for i in range(5)]
+    assert all(r["gold"] == f"Answer{r['example_id'][-1]}" for r in records)
+
+    counted = Counter()
+    table = data.prepare("faitheval_style", rows, options, "datasets.x", counted)
+    assert table.num_rows == 5 and counted == drops
+
+    _, too_many = data.faitheval_style_records(rows, {**options, "n_options": 6})
+    assert too_many["too_few_options"] == 5
+
+
+def test_faitheval_style_distractors_are_never_judged_correct(tmp_path):
+    items = [("york", "Which city is the Big Apple?", ["New York"], ["New York"], ["true"]),
+             ("nyc", "Which city hosts Wall Street?", ["New York City", "NYC"], ["New York City"], ["true"]),
+             *GOOD[:4]]
+    rows, options = _fes_rows(tmp_path, items)
+    records, _ = data.faitheval_style_records(rows, options)
+    york = next(r for r in records if r["example_id"] == "fes_york")
+    assert "New York City" not in york["options"]  # would be judged correct for "New York"
+
+
+def test_faitheval_style_rejects_qz_202_from_the_raw_file():
+    config = CONFIGS["faitheval_style"]
+    raw = data.read_jsonl(Path(config["source"]["path"]))
+    row = next(r for r in raw if r["question_id"] == "qz_202")
+    reference = next(r["qz_202"] for r in data.read_jsonl(Path(config["reference"])) if "qz_202" in r)
+    assert set(reference["responses"]) == {"40"} and row["answers"] == ["four", "4"]
+    assert data._gold_problem(row["question"], "40", row["answers"]) == "gold_substring_only"
+    assert data._gold_problem(row["question"], "4", row["answers"]) is None
+    records, drops = data.faitheval_style_records([row], {**config, "n_options": 4})
+    assert records == [] and drops["gold_substring_only"] == 1
+
+
+def test_faitheval_style_drop_counts_on_the_params_rows():
+    config = {**CONFIGS["faitheval_style"], "rows": [2000, 2500], "seed": 20251201}
+    fmt, rows, options = data.load_raw(config, "datasets.faitheval_style")
+    drops = Counter()
+    table = data.prepare(fmt, rows, options, "datasets.faitheval_style", drops)
+    assert {k: v for k, v in drops.items() if v} == {"no_correct_reference": 215, "gold_in_question": 3,
+                                                      "gold_substring_only": 1}
+    assert table.num_rows == 500 - sum(drops.values()) == 281
+    raw = {r["question_id"]: r for r in rows}
+    judge = RuleJudge()
+    for r in table.to_pylist():
+        source = raw[r["example_id"].removeprefix("fes_")]
+        verdicts = [judge.judge(source["question"], option, source["answers"]).correct for option in r["options"]]
+        assert verdicts == [option == r["gold"] for option in r["options"]]
+
+
+def test_other_formats_report_no_drops():
+    drops = Counter()
+    fmt, rows, options = data.load_raw(CONFIGS["nq_open"], "datasets.nq_open")
+    assert data.prepare(fmt, rows, options, "datasets.nq_open", drops).num_rows == len(rows)
+    assert drops == Counter()
