@@ -331,3 +331,39 @@ def plot_table1(results: Mapping[str, Mapping[str, Any]], metric: str, title: st
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- adaptive stopping
+
+
+def enough_per_class(labels: Sequence[int], target: int | None) -> bool:
+    """Whether both classes hold at least ``target`` rows (never, when ``target`` is None)."""
+    if target is None:
+        return False
+    labels = np.asarray(labels)
+    return bool(np.sum(labels == FAITHFUL) >= target and np.sum(labels == HALLUCINATED) >= target)
+
+
+def judge_until_full(questions: Sequence[Mapping[str, Any]], run_chunk, chunk_size: int, target: int | None,
+                     desc: str = "detect") -> list[dict[str, Any]]:
+    """Judged rows of the first questions, asked in order in chunks of ``chunk_size`` until both
+    classes hold ``target`` rows (all questions when ``target`` is None or never reached).
+
+    run_chunk(list of questions) -> list of row dicts with a ``label`` (1 / 0 / -1). Rows depend
+    only on their question (per-question seeds), so the result is a prefix of asking everything.
+    """
+    from tqdm import tqdm
+
+    if chunk_size < 1:
+        raise HNeuronsError(f"judge_until_full: chunk_size must be >= 1 (got {chunk_size})")
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(questions), desc=desc, unit="q")
+    for start in range(0, len(questions), chunk_size):
+        rows.extend(run_chunk(list(questions[start:start + chunk_size])))
+        labels = [r["label"] for r in rows]
+        bar.update(min(chunk_size, len(questions) - start))
+        bar.set_postfix(faithful=labels.count(FAITHFUL), hallucinated=labels.count(HALLUCINATED))
+        if enough_per_class(labels, target):
+            break
+    bar.close()
+    return rows

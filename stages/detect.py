@@ -17,8 +17,10 @@ One sample per question with ``detect.decoding`` (paper: T=1.0, top-k 50, top-p 
 chat template with ``sample.prompt``; seeds ``derived_seed(base.seed, "detect/<dataset>/<id>")``;
 completed generation batches are cached in ``<base.cache_dir>/detect/<family>/`` (resumable).
 Questions: TriviaQA rows not in the probe's train/validation splits; NQ-Open, BioASQ (rows with
-answers) and NonExist from the first row; ``detect.n_questions.<dataset>`` of each. NQ-Open must
-stay below row 2610 (rows 2610+ are the tune stage's).
+answers) and NonExist from the first row; at most ``detect.n_questions.<dataset>`` of each (null = every
+eligible one), asked in chunks until both classes hold ``detect.min_per_class.<dataset>`` judged rows
+(:func:`hneurons.detect.judge_until_full`). NQ-Open stays below the first row of ``tune.trivia.rows``
+when the tune stage takes its trivia from NQ-Open.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from stages._common import derived_seed, family_params, load_params, param, run,
 
 log = logging.getLogger("detect")
 SECTION = "detect"
-NQ_RESERVED_FROM = 2610  # nq_open rows >= this are the tune stage's instruction set (params.yaml tune.trivia)
+CHUNK_BATCHES = 4  # generation batches per chunk between two checks of the class counts
 
 
 def read_config(params: dict[str, Any]) -> dict[str, Any]:
@@ -47,21 +49,31 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
     datasets = p("datasets")
     if not isinstance(datasets, list) or not datasets or sorted(set(datasets) - set(DATASETS)):
         raise HNeuronsError(f"{SECTION}.datasets={datasets!r}: expected a non-empty list among {', '.join(DATASETS)}")
-    n_questions = p("n_questions")
-    if not isinstance(n_questions, dict):
-        raise HNeuronsError(f"{SECTION}.n_questions: expected a mapping dataset -> count")
-    for name in datasets:
-        value = n_questions.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise HNeuronsError(f"{SECTION}.n_questions.{name}={value!r}: expected an integer >= 1")
-    if "nq_open" in datasets and n_questions["nq_open"] > NQ_RESERVED_FROM:
-        raise HNeuronsError(f"{SECTION}.n_questions.nq_open={n_questions['nq_open']}: must be <= {NQ_RESERVED_FROM} "
-                            f"(NQ-Open rows {NQ_RESERVED_FROM}+ are reserved for the tune stage)")
+    n_questions, min_per_class = p("n_questions"), p("min_per_class")
+    for key, table, allow_null in (("n_questions", n_questions, True), ("min_per_class", min_per_class, True)):
+        if not isinstance(table, dict):
+            raise HNeuronsError(f"{SECTION}.{key}: expected a mapping dataset -> count")
+        for name in datasets:
+            if name not in table:
+                raise HNeuronsError(f"{SECTION}.{key}.{name}: missing (an integer >= 1, or null)")
+            value = table[name]
+            if value is None and allow_null:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise HNeuronsError(f"{SECTION}.{key}.{name}={value!r}: expected an integer >= 1 or null")
+    nq_limit = tune_reserved_from(params, "nq_open")
+    if "nq_open" in datasets and nq_limit is not None:
+        if n_questions["nq_open"] is None:
+            n_questions = {**n_questions, "nq_open": nq_limit}
+        elif n_questions["nq_open"] > nq_limit:
+            raise HNeuronsError(f"{SECTION}.n_questions.nq_open={n_questions['nq_open']}: must be <= {nq_limit} "
+                                f"(NQ-Open rows from tune.trivia.rows[0] = {nq_limit} are the tune stage's)")
     decoding = p("decoding")
     fields = {"temperature", "top_k", "top_p", "max_new_tokens"}
     if not isinstance(decoding, dict) or set(decoding) - fields:
         raise HNeuronsError(f"{SECTION}.decoding: expected a mapping with keys among {', '.join(sorted(fields))}")
     cfg = {"datasets": [d for d in DATASETS if d in datasets], "n_questions": n_questions,
+           "min_per_class": min_per_class,
            "decoding": DecodingSettings(n_samples=1, **decoding).validate(f"{SECTION}.decoding"),
            "batch_size": p("batch_size"), "extract_batch_size": p("extract_batch_size"),
            "max_per_class": p("max_per_class"), "n_boot": p("n_boot"), "table_metric": p("table_metric"),
@@ -83,8 +95,19 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def tune_reserved_from(params: dict[str, Any], dataset: str) -> int | None:
+    """First prepared row of ``dataset`` that the tune stage takes (``tune.trivia.rows``), or None."""
+    trivia = param(params, "tune.trivia", None)
+    if not isinstance(trivia, dict) or trivia.get("dataset") != dataset:
+        return None
+    rows = trivia.get("rows")
+    if not isinstance(rows, list) or len(rows) != 2 or not all(isinstance(r, int) for r in rows):
+        raise HNeuronsError(f"tune.trivia.rows={rows!r}: expected [start, end]")
+    return int(rows[0])
+
+
 def detect_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
-    """The dataset's questions for detection (see the module docstring), first n_questions."""
+    """The dataset's eligible questions for detection (see the module docstring), at most n_questions."""
     import pyarrow.parquet as pq
 
     path = Path("data/prepared") / f"{name}.parquet"
@@ -100,7 +123,8 @@ def detect_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
         used = pq.read_table(samples, columns=["example_id", "split"]).to_pandas()
         taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
         rows = [r for r in rows if r["example_id"] not in taken]
-    rows = rows[: cfg["n_questions"][name]]
+    if cfg["n_questions"][name] is not None:
+        rows = rows[: cfg["n_questions"][name]]
     if not rows:
         raise HNeuronsError(f"{path}: no questions for detect (detect.n_questions.{name})")
     return rows
@@ -108,25 +132,31 @@ def detect_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
 
 def judged_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any],
                      salt: str) -> pd.DataFrame:
-    """Generate one response per question, judge it, balance: one row per question."""
-    from hneurons.detect import judge_response
+    """One judged response per asked question (chunks until min_per_class), balanced: one row per question."""
+    from hneurons.detect import judge_response, judge_until_full
     from hneurons.generate import chat_prompt_ids, generate_cached
     from hneurons.judge import select_balanced
 
-    prompts = [chat_prompt_ids(tokenizer, cfg["prompt"].format(question=q["question"])) for q in questions]
-    seeds = [derived_seed(cfg["seed"], f"detect/{name}/{q['example_id']}") for q in questions]
-    generated = generate_cached(model, tokenizer, prompts, cfg["decoding"], seeds, cfg["batch_size"],
-                                cfg["cache_dir"] / "detect", salt=salt, progress=True, desc=f"detect {name}")
     limit = cfg["decoding"].max_new_tokens
-    rows = []
-    for question, prompt, ids in zip(questions, prompts, generated):
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        answers = list(question["answers"] or [])
-        verdict = judge_response(name, question["question"], text, answers)
-        rows.append({"dataset": name, "example_id": question["example_id"], "question": question["question"],
-                     "answers": answers, "prompt_ids": prompt, "response_ids": [int(i) for i in ids],
-                     "response": text, "finished": len(ids) < limit, "label": verdict.label,
-                     "reason": verdict.reason, "correct": verdict.correct})
+
+    def run_chunk(chunk: list[dict]) -> list[dict]:
+        prompts = [chat_prompt_ids(tokenizer, cfg["prompt"].format(question=q["question"])) for q in chunk]
+        seeds = [derived_seed(cfg["seed"], f"detect/{name}/{q['example_id']}") for q in chunk]
+        generated = generate_cached(model, tokenizer, prompts, cfg["decoding"], seeds, cfg["batch_size"],
+                                    cfg["cache_dir"] / "detect", salt=salt, progress=False)
+        rows = []
+        for question, prompt, ids in zip(chunk, prompts, generated):
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            answers = list(question["answers"] or [])
+            verdict = judge_response(name, question["question"], text, answers)
+            rows.append({"dataset": name, "example_id": question["example_id"], "question": question["question"],
+                         "answers": answers, "prompt_ids": prompt, "response_ids": [int(i) for i in ids],
+                         "response": text, "finished": len(ids) < limit, "label": verdict.label,
+                         "reason": verdict.reason, "correct": verdict.correct})
+        return rows
+
+    rows = judge_until_full(questions, run_chunk, cfg["batch_size"] * CHUNK_BATCHES, cfg["min_per_class"][name],
+                            desc=f"detect {name}")
     frame = pd.DataFrame(rows)
     frame["selected"] = select_balanced(frame["label"].tolist(), cfg["max_per_class"],
                                         derived_seed(cfg["seed"], f"detect/{name}/balance"))
@@ -202,9 +232,13 @@ def main(argv: list[str]) -> None:
 
     frames, results = [], {}
     for name in cfg["datasets"]:
-        frame = judged_responses(model, tokenizer, name, detect_questions(name, family, cfg), cfg, salt)
+        questions = detect_questions(name, family, cfg)
+        n_pool = len(questions)
+        frame = judged_responses(model, tokenizer, name, questions, cfg, salt)
         frames.append(frame)
         counts = class_counts(frame["label"].tolist(), frame["reason"].tolist())
+        counts = {**counts, "n_pool": n_pool, "min_per_class": cfg["min_per_class"][name],
+                  "n_questions_max": cfg["n_questions"][name]}
         log.info("%s/%s: %s", family, name, counts)
         check_both_classes(name, counts)
         results[name] = dataset_result(model, tokenizer, probe, frame, name, meta, train, cfg, counts)

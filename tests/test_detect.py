@@ -262,6 +262,7 @@ def _workspace(tmp_path: Path, datasets: list[str]) -> Path:
         "probe": {"dataset": "triviaqa", "labelling": "3-vs-1", "baseline_C": 1.0, "n_random_seeds": 5},
         "detect": {"families": {"tiny": {}}, "datasets": datasets,
                    "n_questions": {"triviaqa": 12, "nq_open": 14, "bioasq": 14, "nonexist": 10},
+                   "min_per_class": {"triviaqa": None, "nq_open": None, "bioasq": None, "nonexist": None},
                    "decoding": {"temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 8},
                    "batch_size": 8, "extract_batch_size": 4, "max_per_class": None, "n_boot": 50,
                    "table_metric": "accuracy", "judge_fixtures": "fixtures"},
@@ -325,8 +326,37 @@ def test_bad_params_are_one_line_errors(tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["detect"]["n_questions"]["nq_open"] = 3000
     params["detect"]["datasets"] = ["triviaqa", "nq_open"]
+    params["tune"] = {"trivia": {"dataset": "nq_open", "rows": [2610, 3610]}}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     result = _run(project)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: detect.n_questions.nq_open=3000: must be <= 2610 (NQ-Open rows 2610+ are reserved for the tune stage)")
+        "error: detect.n_questions.nq_open=3000: must be <= 2610 (NQ-Open rows from tune.trivia.rows[0] = 2610 "
+        "are the tune stage's)")
+    params["detect"]["n_questions"]["nq_open"] = 14
+    params["detect"]["min_per_class"] = {"triviaqa": 0}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run(project)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: detect.min_per_class.triviaqa=0: expected an integer >= 1 or null"
+
+
+def test_judge_until_full_stops_once_both_classes_hold_the_target_and_is_a_prefix():
+    questions = [{"i": i} for i in range(40)]
+    labels = [1 if i % 4 else (0 if i % 8 == 0 else -1) for i in range(40)]  # faithful every 8th question
+    calls = []
+
+    def run_chunk(chunk):
+        calls.append(len(chunk))
+        return [{"i": q["i"], "label": labels[q["i"]]} for q in chunk]
+
+    rows = detect.judge_until_full(questions, run_chunk, 6, 3)
+    # faithful rows at 0, 8, 16: the third arrives in the chunk [12, 18), and hallucinated rows are plenty by then
+    assert [r["i"] for r in rows] == list(range(18)) and calls == [6, 6, 6]
+    everything = detect.judge_until_full(questions, run_chunk, 6, None)
+    assert [r["i"] for r in everything] == list(range(40))
+    assert everything[:18] == rows
+    never = detect.judge_until_full(questions, run_chunk, 7, 100)  # target never reached: all questions
+    assert len(never) == 40
+    with pytest.raises(HNeuronsError, match="chunk_size"):
+        detect.judge_until_full(questions, run_chunk, 0, 3)
