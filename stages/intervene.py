@@ -30,6 +30,7 @@ from stages._common import derived_seed, family_params, load_params, param, run,
 log = logging.getLogger("intervene")
 SECTION = "intervene"
 FIXTURES = Path("tests/fixtures/intervene")
+SCREENABLE = ("sycophancy", "triviaqa")  # item pools that can be screened for known answers at alpha 1
 
 
 def _int(cfg: dict, key: str, minimum: int) -> int:
@@ -48,8 +49,8 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
 
     p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
     cfg = {key: p(key) for key in ("benchmarks", "alphas", "random_alphas", "n_random_sets", "positions",
-                                    "n_items", "decoding", "sycophancy_categories", "capability", "batch_size",
-                                    "n_boot", "judge")}
+                                    "n_items", "screen", "decoding", "sycophancy_categories", "capability",
+                                    "batch_size", "n_boot", "judge")}
     cfg["benchmarks"] = C.check_benchmarks(cfg["benchmarks"], f"{SECTION}.benchmarks")
     cfg["alphas"] = check_alphas(cfg["alphas"], f"{SECTION}.alphas")
     cfg["random_alphas"] = check_alphas(cfg["random_alphas"], f"{SECTION}.random_alphas")
@@ -64,6 +65,8 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
         n = cfg["n_items"][bench]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise HNeuronsError(f"{SECTION}.n_items.{bench}={n!r}: expected an integer >= 1")
+    if not isinstance(cfg["screen"], list) or set(cfg["screen"]) - set(SCREENABLE):
+        raise HNeuronsError(f"{SECTION}.screen={cfg['screen']!r}: expected a list among {', '.join(SCREENABLE)}")
     if not isinstance(cfg["capability"], dict) or set(cfg["capability"]) != {"n_questions", "decoding"}:
         raise HNeuronsError(f"{SECTION}.capability: expected a mapping with n_questions and decoding")
     n_cap = cfg["capability"].get("n_questions")
@@ -131,6 +134,14 @@ def subsample(items: list, n: int, seed: int) -> list:
     return [items[i] for i in keep]
 
 
+def pick(pool: list, name: str, n: int, cfg: dict[str, Any]) -> list:
+    """A screened pool in seeded order (screen_known keeps its first n known items), else n drawn items."""
+    from hneurons.screening import seeded_order
+
+    seed = derived_seed(cfg["seed"], f"intervene/items/{name}")
+    return seeded_order(pool, seed) if name in cfg["screen"] else subsample(pool, n, seed)
+
+
 def heldout_trivia(family: str, cfg: dict[str, Any]) -> list:
     """Prepared TriviaQA questions outside the probe's train/validation splits, as compliance Items."""
     import pyarrow.parquet as pq
@@ -145,7 +156,7 @@ def heldout_trivia(family: str, cfg: dict[str, Any]) -> list:
     rows = [r for r in _table("triviaqa") if r["answers"] and r["example_id"] not in taken]
     items = [C.Item("triviaqa", r["example_id"], cfg["trivia_prompt"].format(question=r["question"].strip()),
                     {"question": r["question"], "answers": list(r["answers"])}) for r in rows]
-    return subsample(items, cfg["capability"]["n_questions"], derived_seed(cfg["seed"], "intervene/items/triviaqa"))
+    return pick(items, "triviaqa", cfg["capability"]["n_questions"], cfg)
 
 
 def benchmark_items(cfg: dict[str, Any], family: str) -> dict[str, list]:
@@ -162,7 +173,7 @@ def benchmark_items(cfg: dict[str, Any], family: str) -> dict[str, list]:
         if not pool:
             raise HNeuronsError(f"data/prepared/{bench}.parquet: no items for {bench} "
                                 f"(check {SECTION}.sycophancy_categories for sycophancy)")
-        items[bench] = subsample(pool, cfg["n_items"][bench], derived_seed(cfg["seed"], f"intervene/items/{bench}"))
+        items[bench] = pick(pool, bench, cfg["n_items"][bench], cfg)
     items["triviaqa"] = heldout_trivia(family, cfg)
     return items
 
@@ -287,6 +298,7 @@ def main(argv: list[str]) -> None:
     from hneurons.intervene import random_neuron_sets
     from hneurons.io import csv_text, jsonable, read_json, write_json, write_parquet, write_text
     from hneurons.models import ffn_shape, load_causal_lm
+    from hneurons.screening import screen_known
 
     cfg = read_config(params)
     judges = make_judges(cfg)
@@ -308,6 +320,16 @@ def main(argv: list[str]) -> None:
     config = sweep.SweepConfig(settings=cfg["settings"], batch_size=cfg["batch_size"],
                                seed=derived_seed(cfg["seed"], "intervene/sampling"), positions=cfg["positions"],
                                cache_dir=cfg["cache_dir"] / "intervene" / family, salt=f"{fingerprint}:{cfg['dtype']}")
+    screened = {}
+    for name in (name for name in cfg["screen"] if name in items):
+        n = cfg["capability"]["n_questions"] if name == "triviaqa" else cfg["n_items"][name]
+        correct = (lambda item, text: judges.trivia(item, text).compliant) if name == "triviaqa" else judges.correct
+        items[name], screened[name] = screen_known(model, tokenizer, items[name], n, correct, config,
+                                                   4 * cfg["batch_size"], desc="known items")
+        log.info("%s: %s known at alpha 1: %s", family, name, screened[name])
+        if not items[name]:
+            raise HNeuronsError(f"{SECTION}.screen: the unchanged model answers none of the {screened[name]['pool']} "
+                                f"{name} items correctly; drop {name} from {SECTION}.screen")
     log.info("%s: %d H-Neurons, %d random sets, items %s", family, h.size, len(sets) - 1,
              {b: len(v) for b, v in items.items()})
     data_dir, report_dir = Path("data/intervene") / family, Path("reports/intervene") / family
@@ -336,7 +358,7 @@ def main(argv: list[str]) -> None:
     metrics: dict[str, Any] = {
         "family": family, "n_h_neurons": int(h.size), "n_random_sets": len(sets) - 1, "positions": cfg["positions"],
         "alphas": cfg["alphas"], "random_alphas": cfg["random_alphas"], "units": "percent; slopes in pp per unit alpha",
-        "items": {b: len(v) for b, v in items.items()}, "judges": {b: judges.name(v[0]) for b, v in items.items()
+        "items": {b: len(v) for b, v in items.items()}, "screened": screened, "judges": {b: judges.name(v[0]) for b, v in items.items()
                                                                    if b != "triviaqa"},
         "benchmarks": per_bench, "mean_slope": mean_slopes(per_bench, cfg["benchmarks"]),
         "judge_validation": fixture_agreement(cfg["benchmarks"]),

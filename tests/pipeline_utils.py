@@ -44,7 +44,7 @@ TINY_OVERRIDES: dict[str, Any] = {
               "screen_size": 20, "max_add": 20,
               "task": {"alpha": 0.0, "n_questions": 4, "max_new_tokens": 5, "batch_size": 4}},
     "intervene": {"families": {"tiny": {}}, "benchmarks": ["falseqa"], "alphas": [0, 1], "random_alphas": [0, 1],
-                  "n_random_sets": 1, "n_items": {"falseqa": 4}, "n_boot": 50, "batch_size": 8,
+                  "n_random_sets": 1, "n_items": {"falseqa": 4}, "screen": [], "n_boot": 50, "batch_size": 8,
                   "decoding": {"falseqa": {"temperature": 0, "max_new_tokens": 4}},
                   "capability": {"n_questions": 4, "decoding": {"temperature": 0, "max_new_tokens": 4}}},
     "models": {"tiny-instruct": {"family": "tiny", "role": "instruct",
