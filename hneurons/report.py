@@ -633,7 +633,7 @@ def detection_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     header = ["neurons"] + [DATASET_NAMES[d] for d in names]
     this_h, this_r, paper_h, paper_r, counts = ["H-Neurons (this run)"], ["Random (this run, mean ± sd)"], \
         ["H-Neurons (paper, mean of 6)"], ["Random (paper, mean of 6)"], ["n faithful / hallucinated"]
-    data, section_metrics = [], {}
+    data, section_metrics, flags = [], {}, []
     for d in names:
         r = results[d]
         h, rand = get(r, "h_neurons", f"{where} datasets.{d}"), get(r, "random", f"{where} datasets.{d}")
@@ -642,11 +642,16 @@ def detection_section(inputs: Inputs, paths: FamilyPaths) -> Section:
         this_r.append(mean_sd_text(rand[metric]))
         paper_h.append(range_text(paper_column("h_neurons", i)))
         paper_r.append(range_text(paper_column("random", i)))
-        counts.append(f"{h.get('n_faithful', '?')} / {h.get('n_hallucinated', '?')}")
+        small = floor_flag(h.get("n_faithful"), h.get("n_hallucinated"))
+        counts.append(f"{h.get('n_faithful', '?')} / {h.get('n_hallucinated', '?')}" + (" ⚑" if small else ""))
+        if small:
+            flags.append(f"{DATASET_NAMES[d]}: {small}{asked_text(r)}")
         gain = 100 * (h[metric] - rand[metric]["mean"]) if h[metric] is not None and rand[metric]["mean"] is not None \
-            else None
+            and not small else None
         section_metrics[d] = {f"h_neurons_{metric}": h[metric], f"random_{metric}": rand[metric]["mean"],
-                              "gain_pp": gain, "auroc": h.get("auroc"), "n": h.get("n")}
+                              "gain_pp": gain, "auroc": h.get("auroc"), "n": h.get("n"),
+                              "n_faithful": h.get("n_faithful"), "n_hallucinated": h.get("n_hallucinated"),
+                              "below_floor": bool(small)}
         ci = h.get(f"{metric}_ci95") or [None, None]
         data.append({"family": family, "dataset": DATASET_NAMES[d], "h_neurons": _pct_num(h[metric]),
                      "h_ci_lo": _pct_num(ci[0]), "h_ci_hi": _pct_num(ci[1]), "random": _pct_num(rand[metric]["mean"]),
@@ -657,11 +662,15 @@ def detection_section(inputs: Inputs, paths: FamilyPaths) -> Section:
         i = DETECT_DATASETS.index(d)
         paper_gain = (paper_column("h_neurons", i) - paper_column("random", i)).mean()
         g = section_metrics[d]["gain_pp"]
-        gains.append(f"{g:+.1f} / {paper_gain:+.1f}" if g is not None else f"n/a / {paper_gain:+.1f}")
+        mine = "too few rows" if section_metrics[d]["below_floor"] else f"{g:+.1f}" if g is not None else "n/a"
+        gains.append(f"{mine} / {paper_gain:+.1f}")
     lines = [f"{metric.capitalize()} (%) on balanced sets, probe trained on TriviaQA and applied unchanged "
              f"(paper §5, Table 1; 95% bootstrap CIs for this run, mean ± sd over random-neuron seeds; the paper "
              f"reports single values without CIs):", "",
              md_table(header, [this_h, this_r, paper_h, paper_r, gains, counts]), ""]
+    if flags:
+        lines += ["⚑ Too few rows to read, so no gain is printed: " + "; ".join(flags) + ".", ""]
+    lines += judge_lines(m.get("judge_agreement") or {})
     auroc_rows = [[DATASET_NAMES[d], pct_ci(results[d]["h_neurons"].get("auroc"),
                                             results[d]["h_neurons"].get("auroc_ci95")),
                    mean_sd_text(results[d]["random"].get("auroc")),
@@ -674,6 +683,42 @@ def detection_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     lines.insert(0, f"![Detection vs the paper](figures/{name})\n")
     figure = Figure(name, lambda path: draw_detection(data, family, metric, path))
     return Section("\n".join(lines), section_metrics, [figure], {"detection": data})
+
+
+def floor_flag(n_faithful: Any, n_hallucinated: Any) -> str | None:
+    """Why a detection cell is too small to read (:func:`hneurons.stats.flag_small`), or None."""
+    from hneurons.stats import flag_small
+
+    if not all(isinstance(n, (int, np.integer)) for n in (n_faithful, n_hallucinated)):
+        return "class counts missing"
+    return flag_small({"faithful": n_faithful, "hallucinated": n_hallucinated})
+
+
+def asked_text(result: Mapping[str, Any]) -> str:
+    """', target 55 per class not reached after all 1,804 eligible questions' where the stage recorded it."""
+    target, pool, asked = result.get("min_per_class"), result.get("n_pool"), result.get("n_questions")
+    if target is None or pool is None or asked is None:
+        return ""
+    return f", target {target} per class not reached after {asked:,} of {pool:,} eligible questions"
+
+
+def judge_lines(agreement: Mapping[str, Any]) -> list[str]:
+    """Judge agreement with labels written outside this project's code (hand labels, GPT-4o verdicts)."""
+    rows = []
+    for kind, entry in sorted(agreement.items()):
+        if not isinstance(entry, Mapping) or "n" not in entry:
+            continue
+        per_class = entry.get("per_class") or {}
+        classes = "; ".join(f"{name} {c.get('n_agree', '?')}/{c.get('n', '?')}" for name, c in sorted(per_class.items()))
+        kappa = entry.get("kappa")
+        rows.append([kind, entry.get("reference", "hand labels"), entry["n"], pct(entry.get("agreement")),
+                     f"{kappa:.2f}" if isinstance(kappa, (int, float)) and np.isfinite(kappa) else "–",
+                     classes or "–"])
+    if not rows:
+        return []
+    return ["Judge agreement with labels nobody here wrote (hand labels of real responses; GPT-4o verdicts on "
+            "Gemma-3-4B BioASQ answers, held-out half):", "",
+            md_table(["judge check", "reference", "n", "agreement (%)", "Cohen's κ", "agree / n per class"], rows), ""]
 
 
 def _pct_num(x: Any) -> float | None:

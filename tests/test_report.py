@@ -123,10 +123,14 @@ def write_family(root: Path, family: str, *, detect=True, intervene=True, origin
     write(root, f"reports/probe/{family}/per_layer.csv",
           csv_text(pd.DataFrame({"layer": range(6), "n_h_neurons": [0, 1, 2, 0, 4, 5]})))
     if detect:
-        datasets = {d: {"h_neurons": summary(acc), "random": random, "length": {"response_tokens": summary(0.5)}}
-                    for d, acc in zip(rp.DETECT_DATASETS, (0.8, 0.7, 0.65, 0.9))}
+        datasets = {d: {"h_neurons": summary(acc, n), "random": random, "length": {"response_tokens": summary(0.5)}}
+                    for d, acc, n in zip(rp.DETECT_DATASETS, (0.8, 0.7, 0.65, 0.9), (100, 100, 100, 40))}
+        datasets["nonexist"].update(min_per_class=33, n_pool=600, n_questions=600)  # 20 per class: under the floor
+        agreement = {"bioasq_gpt4o": {"reference": "GPT-4o verdicts", "n": 800, "agreement": 0.9, "kappa": 0.78,
+                                      "per_class": {"faithful": {"n": 280, "n_agree": 250}}},
+                     "qa": {"n": 120, "agreement": 0.95, "per_class": {"faithful": {"n": 40, "n_agree": 38}}}}
         write(root, f"reports/detect/{family}/metrics.json",
-              dumps_json({"table_metric": "accuracy", "datasets": datasets}))
+              dumps_json({"table_metric": "accuracy", "datasets": datasets, "judge_agreement": agreement}))
     if intervene:
         rows = [{"benchmark": b, "neurons": neurons, "alpha": a, "compliance": c, "ci_lo": c - 5,
                  "ci_hi": c + 5, "n": 100, "n_parsed": 100 - int(10 * a)}  # percent, as stages/intervene.py
@@ -181,7 +185,11 @@ def test_report_renders_every_section_next_to_the_paper(tmp_path):
     table1 = [line for line in md.splitlines() if line.startswith("| H-Neurons (this run)")][0]
     assert table1.startswith("| H-Neurons (this run) | 80.0 [") and "| 90.0 [" in table1
     assert "| H-Neurons (paper, mean of 6) | 78.8 (70.1–83.6) |" in md
-    assert "| gain, pp (this run / paper mean) | +20.0 / +16.4 |" in md
+    assert "| gain, pp (this run / paper mean) | +20.0 / +16.4 | +10.0 / +11.6 | +5.0 / +13.1 | too few rows / +18.6 |" in md
+    assert "| n faithful / hallucinated | 50 / 50 | 50 / 50 | 50 / 50 | 20 / 20 ⚑ |" in md
+    assert ("⚑ Too few rows to read, so no gain is printed: NonExist: fewer than 30 rows per class (faithful 20, "
+            "hallucinated 20), target 33 per class not reached after 600 of 600 eligible questions.") in md
+    assert "| bioasq_gpt4o | GPT-4o verdicts | 800 | 90.0 | 0.78 | faithful 250/280 |" in md
     # intervention: slopes in pp per alpha (0.05 per alpha = 5 pp), the stand-in named, paper slope column
     assert "| falseqa | h_neurons |" in md and "+5.00 / +5.00" in md and "faitheval_style (stand-in" in md
     # origin: drift and transfer with CI, a one-class dataset's note
