@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/bench_detect.py [--model models/llm/smollm2/instruct] [--questions 48]
         [--datasets triviaqa nq_open bioasq nonexist] [--batch-size 32] [--threads 2]
-        [--max-new-tokens 16 24]
+        [--max-new-tokens 16 24] [--temperature 1.0]
 
 For each dataset and each max_new_tokens: the first ``--questions`` rows of data/prepared/<dataset>.parquet
 (TriviaQA from row 1500, away from the usual probe questions), the detect stage's prompt, decoding
-(T=1.0, top-k 50, top-p 0.9) and judges (hneurons.detect.judge_response), seeds as the stage derives
+(``--temperature``, top-k 50, top-p 0.9) and judges (hneurons.detect.judge_response), seeds as the stage derives
 them. Prints one JSON line per (dataset, max_new_tokens): seconds, responses/s, generated tokens/s,
 share of responses cut at the limit, judged counts (faithful / hallucinated / dropped by reason);
 writes them to bench/out/detect.json. Use it to size ``detect.n_questions`` (expected faithful per
@@ -35,6 +35,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, nargs="+", default=[16, 24])
+    parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=20251201)
     parser.add_argument("--out", default=str(ROOT / "bench/out/detect.json"))
     return parser.parse_args(argv)
@@ -65,7 +66,7 @@ def main(argv=None) -> None:
         prompts = [chat_prompt_ids(tokenizer, PAPER_PROMPT.format(question=r["question"])) for r in rows]
         seeds = [derived_seed(args.seed, f"detect/{name}/{r['example_id']}") for r in rows]
         for limit in args.max_new_tokens:
-            settings = DecodingSettings(n_samples=1, temperature=1.0, top_k=50, top_p=0.9, max_new_tokens=limit)
+            settings = DecodingSettings(n_samples=1, temperature=args.temperature, top_k=50, top_p=0.9, max_new_tokens=limit)
             start = time.perf_counter()
             outputs = generate(model, tokenizer, prompts, settings, seeds, args.batch_size)
             seconds = time.perf_counter() - start

@@ -54,7 +54,8 @@ def test_family_overrides_of_compared_settings_get_their_own_rows():
     status = {r["key"]: (r["value"], r["status"]) for r in rp.deviations(values)}
     assert status == {"sample.n_samples": (5, "differs"), "detect.decoding.top_k": (50, "same"),
                       "sample.families.gemma270m.n_samples": (10, "same"),  # n_questions: not a compared setting
-                      "detect.families.gemma270m.decoding.top_k": (20, "differs")}
+                      "detect.families.gemma270m.decoding.top_k": (20, "differs"),
+                      "detect.families.gemma270m.decoding.max_new_tokens": (16, "differs")}
 
 
 def test_model_and_dataset_deviations():
