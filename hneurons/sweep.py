@@ -214,24 +214,157 @@ def judge_rows(items: dict[str, list[C.Item]], rows: list[dict], judges: "C.Judg
     return pa.Table.from_pylist(out, schema=JUDGEMENTS_SCHEMA)
 
 
-def rate_table(judgements, n_boot: int, seed: int, by_set: bool = False):
-    """pandas frame: one row per (benchmark, neurons[, set_index], alpha) with rate_summary's fields.
+OUTCOMES = ("compliance", "compliance_parsed")
 
-    Random sets are pooled over seeds unless ``by_set``. Compliance and CIs in percent.
+
+def _benchmark_seed(seed: int, benchmark: str) -> int:
+    """The item-resampling seed of one benchmark: every condition and set of it shares the draws."""
+    return int(sample_seed(seed, f"items/{benchmark}", 0) % (2 ** 32))
+
+
+def _outcomes(frame) -> dict[str, np.ndarray]:
+    """Per judgement row, float64[n_rows] each: compliance (1 iff parsed and compliant, 0 otherwise),
+    compliance_parsed (nan when unparsed), unparsed (1/0); every one nan outside the denominator."""
+    inside = frame["in_denominator"].to_numpy(dtype=bool)
+    parsed = frame["parsed"].to_numpy(dtype=bool)
+    compliant = np.array([c is True or c == 1 for c in frame["compliant"]], dtype=bool) & parsed
+    value = np.where(inside, compliant.astype(np.float64), np.nan)
+    return {"compliance": value, "compliance_parsed": np.where(parsed, value, np.nan),
+            "unparsed": np.where(inside, (~parsed).astype(np.float64), np.nan)}
+
+
+def _item_matrix(item_pos: np.ndarray, set_pos: np.ndarray, values: np.ndarray, n_items: int,
+                 n_sets: int) -> np.ndarray:
+    """float64[n_items, n_sets] of row values placed by (item, set); nan where no row."""
+    out = np.full((n_items, n_sets), np.nan)
+    out[item_pos, set_pos] = values
+    return out
+
+
+def _set_mean(matrix: np.ndarray) -> np.ndarray:
+    """Per-item mean over the sets with a value: float64[n_items] (nan where none)."""
+    has = ~np.isnan(matrix)
+    count = has.sum(axis=1)
+    total = np.where(has, matrix, 0.0).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _check_unique(frame, keys: list[str]) -> None:
+    dup = frame.duplicated(keys)
+    if dup.any():
+        row = frame[dup].iloc[0]
+        raise HNeuronsError("judgements: more than one row for " + ", ".join(f"{k}={row[k]}" for k in keys))
+
+
+def rate_table(judgements, n_boot: int, seed: int, by_set: bool = False):
+    """Compliance per condition with item-cluster-bootstrap 95% CIs: a pandas frame.
+
+    judgements: JUDGEMENTS_SCHEMA rows (pyarrow table or pandas frame). One output row per
+    (benchmark, neurons[, set_index], alpha). Units: compliance and CIs in percent; n counts items.
+
+    - compliance: mean over the items in the denominator of each item's mean over sets
+      (1 = parsed and compliant, 0 otherwise; a parse failure counts as not compliant);
+      compliance_parsed: the same over parsed responses only.
+    - Pooled random sets (``by_set`` False): an item's value is its mean over the sets, so
+      every item weighs the same whatever the set count. At alpha = 1 every set runs the
+      unchanged model (shared generations), so only the lowest set_index's rows are used
+      there: the unchanged model is counted once per item.
+    - ci_lo / ci_hi (and _parsed): percentile interval over ``n_boot`` resamples of the
+      benchmark's items (hneurons.stats.cluster_weights; one seed per benchmark, derived from
+      ``seed``, so every condition and set shares the draws): a drawn item carries all its rows.
+
+    Columns: benchmark, neurons, [set_index,] alpha, compliance, ci_lo, ci_hi, n (items in the
+    denominator), n_parsed (items with a parsed response), compliance_parsed, ci_lo_parsed,
+    ci_hi_parsed, parse_failure_rate (percent; per-item share of unparsed responses, averaged),
+    n_sets (sets whose rows are counted), n_rows (responses counted).
     """
     import pandas as pd
 
+    from hneurons.stats import cluster_weights, percentile_ci, weighted_means
+
     frame = judgements.to_pandas() if hasattr(judgements, "to_pandas") else judgements
-    frame = frame[frame["in_denominator"]]
     keys = ["benchmark", "neurons"] + (["set_index"] if by_set else []) + ["alpha"]
+    columns = keys + ["compliance", "ci_lo", "ci_hi", "n", "n_parsed", "compliance_parsed", "ci_lo_parsed",
+                      "ci_hi_parsed", "parse_failure_rate", "n_sets", "n_rows"]
+    _check_unique(frame, ["benchmark", "neurons", "set_index", "alpha", "example_id"])
     records = []
-    for group_key, group in frame.groupby(keys, sort=True):
-        values = [None if not p else bool(c) for c, p in zip(group["compliant"], group["parsed"])]
-        tag = "/".join(str(k) for k in group_key)
-        summary = C.rate_summary(values, n_boot, int(sample_seed(seed, tag, 0) % (2 ** 32)))
-        records.append(dict(zip(keys, group_key)) | {
-            "compliance": summary["compliance"], "ci_lo": summary["ci95"][0], "ci_hi": summary["ci95"][1],
-            "n": summary["n"], "n_parsed": summary["n_parsed"], "compliance_parsed": summary["compliance_parsed"],
-            "ci_lo_parsed": summary["ci95_parsed"][0], "ci_hi_parsed": summary["ci95_parsed"][1],
-            "parse_failure_rate": summary["parse_failure_rate"]})
-    return pd.DataFrame.from_records(records)
+    for bench, bframe in frame.groupby("benchmark", sort=True):
+        items = np.unique(bframe["example_id"].to_numpy(dtype=object).astype(str))
+        weights = np.vstack([np.ones((1, items.size)), cluster_weights(items.size, n_boot, _benchmark_seed(seed, bench))])
+        for group_key, group in bframe.groupby(keys, sort=True):
+            if not by_set and float(group_key[-1]) == 1.0:
+                group = group[group["set_index"] == group["set_index"].min()]   # the unchanged model, once
+            group = group[group["in_denominator"].to_numpy(dtype=bool)]
+            if not len(group):
+                continue
+            item_pos = np.searchsorted(items, group["example_id"].to_numpy(dtype=object).astype(str))
+            set_ids, set_pos = np.unique(group["set_index"].to_numpy(), return_inverse=True)
+            per_item = {name: _set_mean(_item_matrix(item_pos, set_pos, values, items.size, set_ids.size))
+                        for name, values in _outcomes(group).items()}
+            stacked = np.column_stack([per_item["compliance"], per_item["compliance_parsed"]])
+            means = 100.0 * weighted_means(stacked, weights)
+            lo, hi = percentile_ci(means[1:, 0])
+            plo, phi = percentile_ci(means[1:, 1])
+            in_den = ~np.isnan(per_item["compliance"])
+            records.append(dict(zip(keys, group_key)) | {
+                "compliance": float(means[0, 0]), "ci_lo": lo, "ci_hi": hi, "n": int(in_den.sum()),
+                "n_parsed": int((~np.isnan(per_item["compliance_parsed"])).sum()),
+                "compliance_parsed": float(means[0, 1]), "ci_lo_parsed": plo, "ci_hi_parsed": phi,
+                "parse_failure_rate": (100.0 * float(np.mean(per_item["unparsed"][in_den])) if in_den.any()
+                                       else float("nan")),
+                "n_sets": int(set_ids.size), "n_rows": int(len(group))})
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def paired_effects(judgements, n_boot: int, seed: int, h_name: str = "h_neurons", level: float = 0.95):
+    """H-Neurons minus random sets as paired per-item differences: (by_alpha, slopes) pandas frames.
+
+    judgements: JUDGEMENTS_SCHEMA rows. For every benchmark, every control (each ``neurons``
+    value other than ``h_name``, e.g. random, random_layer) and each outcome (compliance: a parse
+    failure counts as not compliant; compliance_parsed: parsed responses only), the items'
+    outcomes are aligned by example_id over the union of alphas and passed to
+    :func:`hneurons.stats.paired_alpha_effects` (same item draws as :func:`rate_table`: one seed
+    per benchmark). Units: pp and pp per unit alpha; n counts items.
+
+    by_alpha columns: benchmark, control, outcome, alpha, n (paired items), n_sets, h_pp,
+    random_pp, diff_pp, diff_ci_lo, diff_ci_hi.
+    slopes columns: benchmark, control, outcome, quantity (h_neurons | random | h_minus_random),
+    kind (ols | endpoint), slope_pp_per_alpha, ci_lo, ci_hi, n, n_alphas, alphas (space-separated).
+    """
+    import pandas as pd
+
+    from hneurons.stats import paired_alpha_effects
+
+    frame = judgements.to_pandas() if hasattr(judgements, "to_pandas") else judgements
+    _check_unique(frame, ["benchmark", "neurons", "set_index", "alpha", "example_id"])
+    by_alpha, slopes = [], []
+    for bench, bframe in frame.groupby("benchmark", sort=True):
+        items = np.unique(bframe["example_id"].to_numpy(dtype=object).astype(str))
+        values = _outcomes(bframe)
+        h_rows = bframe["neurons"].to_numpy() == h_name
+        if not h_rows.any():
+            continue
+        for control in sorted(set(bframe["neurons"]) - {h_name}):
+            c_rows = bframe["neurons"].to_numpy() == control
+            alphas = np.unique(bframe.loc[h_rows | c_rows, "alpha"].to_numpy(dtype=np.float64))
+            set_ids = np.unique(bframe.loc[c_rows, "set_index"].to_numpy())
+            for outcome in OUTCOMES:
+                h = np.full((items.size, alphas.size), np.nan)
+                sub = bframe[h_rows]
+                h[np.searchsorted(items, sub["example_id"].to_numpy(dtype=object).astype(str)),
+                  np.searchsorted(alphas, sub["alpha"].to_numpy(dtype=np.float64))] = values[outcome][h_rows]
+                rnd = np.full((set_ids.size, items.size, alphas.size), np.nan)
+                sub = bframe[c_rows]
+                rnd[np.searchsorted(set_ids, sub["set_index"].to_numpy()),
+                    np.searchsorted(items, sub["example_id"].to_numpy(dtype=object).astype(str)),
+                    np.searchsorted(alphas, sub["alpha"].to_numpy(dtype=np.float64))] = values[outcome][c_rows]
+                result = paired_alpha_effects(alphas, h, rnd, n_boot, _benchmark_seed(seed, bench), level)
+                tag = {"benchmark": bench, "control": control, "outcome": outcome}
+                by_alpha += [tag | row for row in result["by_alpha"]]
+                slopes += [tag | row | {"alphas": " ".join(f"{a:g}" for a in row["alphas"])}
+                           for row in result["slopes"]]
+    return (pd.DataFrame.from_records(by_alpha, columns=["benchmark", "control", "outcome", "alpha", "n", "n_sets",
+                                                         "h_pp", "random_pp", "diff_pp", "diff_ci_lo", "diff_ci_hi"]),
+            pd.DataFrame.from_records(slopes, columns=["benchmark", "control", "outcome", "quantity", "kind",
+                                                       "slope_pp_per_alpha", "ci_lo", "ci_hi", "n", "n_alphas",
+                                                       "alphas"]))

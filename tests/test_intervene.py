@@ -167,6 +167,156 @@ def test_random_neuron_sets_match_size_avoid_h_and_are_seeded():
     assert all(np.array_equal(a, b) for a, b in zip(sets, again))
 
 
+def test_layer_matched_sets_copy_the_h_neurons_layer_counts_and_the_probe_baseline():
+    from hneurons.intervene import layer_matched_neuron_sets
+    from hneurons.probe import random_baselines
+
+    d_ffn, n_layers = 20, 4
+    h = np.array([3, 5, 21, 22, 23, 70])                     # layer 0: 2, layer 1: 3, layer 3: 1
+    sets = layer_matched_neuron_sets(h, n_layers, d_ffn, [1, 2, 3, 4, 5])
+    counts = lambda s: np.bincount(np.asarray(s) // d_ffn, minlength=n_layers).tolist()  # noqa: E731
+    for s in sets:
+        assert counts(s) == counts(h) == [2, 3, 0, 1] and not set(s) & set(h)
+        assert s.dtype == np.int64 and np.all(np.diff(s) > 0)
+    assert len({tuple(s) for s in sets}) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(sets, layer_matched_neuron_sets(h, n_layers, d_ffn, [1, 2, 3, 4, 5])))
+    # one sampler: the probe's layer-matched baseline draws the same neurons for the same seed
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, n_layers * d_ffn)).astype(np.float32), np.arange(30) % 2
+    runs = random_baselines(X, y, X, h, [1, 2], d_ffn, layer_matched=True)
+    assert [r.neurons.tolist() for r in runs] == [s.tolist() for s in sets[:2]]
+    with pytest.raises(HNeuronsError, match="outside"):
+        layer_matched_neuron_sets([80], n_layers, d_ffn, [0])
+    with pytest.raises(HNeuronsError, match="cannot draw 11 random neurons from 9"):
+        layer_matched_neuron_sets(np.arange(11), n_layers, d_ffn, [0])
+
+
+# ---------------------------------------------------------------- rates and paired effects from judgements
+
+def _judgements(n_items: int = 24, n_sets: int = 3, seed: int = 0):
+    """H-Neurons at alphas 0, 0.5, 1, 3 and ``n_sets`` random sets at 0, 1, 3, one benchmark.
+
+    Each item has a propensity shared by every condition (an item effect); alpha 1 is the
+    same model everywhere (identical rows); a few parse failures and out-of-denominator rows.
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    propensity = np.where(rng.random(n_items) < 0.5, 0.1, 0.85)
+    at_one = rng.random(n_items) < propensity
+    rows = []
+    plan = [("h_neurons", 0, [0.0, 0.5, 1.0, 3.0])] + [("random", s, [0.0, 1.0, 3.0]) for s in range(n_sets)]
+    for neurons, index, alphas in plan:
+        for alpha in alphas:
+            for i in range(n_items):
+                shift = 0.1 * (alpha - 1) if neurons == "h_neurons" else 0.0
+                compliant = bool(at_one[i]) if alpha == 1 else bool(rng.random() < propensity[i] + shift)
+                parsed = alpha == 1 or rng.random() > 0.1
+                inside = alpha == 1 or not (i == 5 and index == 1)    # item 5 leaves random set 1's denominator
+                rows.append({"benchmark": "falseqa", "neurons": neurons, "set_index": index, "alpha": alpha,
+                             "example_id": f"q{i:02d}", "format": "open", "in_denominator": inside,
+                             "compliant": compliant if parsed else None, "parsed": parsed, "detail": "",
+                             "judge": "rule"})
+    frame = pd.DataFrame(rows)
+    return frame.sample(frac=1.0, random_state=1).reset_index(drop=True)     # row order must not matter
+
+
+def _per_item_means(frame, neurons: str, alpha: float, parsed_only: bool = False) -> dict[str, float]:
+    """Hand recomputation: each item's mean over the sets' counted rows (1 = parsed and compliant)."""
+    rows = frame[(frame["neurons"] == neurons) & (frame["alpha"] == alpha) & frame["in_denominator"]]
+    if parsed_only:
+        rows = rows[rows["parsed"]]
+    out: dict[str, list[float]] = {}
+    for _, r in rows.iterrows():
+        out.setdefault(r["example_id"], []).append(1.0 if r["compliant"] is True else 0.0)
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+def test_rate_table_counts_alpha_one_once_and_averages_sets_per_item():
+    from hneurons import sweep
+
+    frame = _judgements()
+    rates = sweep.rate_table(frame, n_boot=300, seed=5).set_index(["neurons", "alpha"])
+    h1, r1 = rates.loc[("h_neurons", 1.0)], rates.loc[("random", 1.0)]
+    assert (r1["n"], r1["n_sets"], r1["n_rows"]) == (24, 1, 24)                 # not 3 x 24
+    for key in ("compliance", "ci_lo", "ci_hi", "n", "compliance_parsed", "ci_lo_parsed", "ci_hi_parsed"):
+        assert r1[key] == h1[key], key                                       # the identical rows, identical CI
+    r0 = rates.loc[("random", 0.0)]
+    assert (r0["n"], r0["n_sets"], r0["n_rows"]) == (24, 3, 71)             # item 5 counted in 2 sets
+    means = _per_item_means(frame, "random", 0.0)
+    assert r0["compliance"] == pytest.approx(100 * np.mean(list(means.values())))
+    parsed = _per_item_means(frame, "random", 0.0, parsed_only=True)
+    assert r0["n_parsed"] == len(parsed)
+    assert r0["compliance_parsed"] == pytest.approx(100 * np.mean(list(parsed.values())))
+    # CI: resample items with the benchmark's seed; every set's rows of a drawn item come along
+    items = sorted(means)
+    rng = np.random.default_rng(sweep._benchmark_seed(5, "falseqa"))
+    values = [100 * np.mean([means[items[i]] for i in rng.integers(0, len(items), len(items))]) for _ in range(300)]
+    assert (r0["ci_lo"], r0["ci_hi"]) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
+    by_set = sweep.rate_table(frame, n_boot=300, seed=5, by_set=True).set_index(["neurons", "set_index", "alpha"])
+    assert by_set.loc[("random", 1, 0.0), "n"] == 23 and by_set.loc[("random", 0, 0.0), "n"] == 24
+    one = _per_item_means(frame[frame["set_index"] == 2], "random", 3.0)
+    assert by_set.loc[("random", 2, 3.0), "compliance"] == pytest.approx(100 * np.mean(list(one.values())))
+    assert (by_set.loc[("random", 2, 1.0), ["ci_lo", "ci_hi"]] == h1[["ci_lo", "ci_hi"]].to_numpy()).all()
+
+
+def test_pooled_random_ci_is_wider_than_the_old_row_bootstrap():
+    from hneurons import compliance as C
+    from hneurons import sweep
+
+    frame = _judgements(n_items=30, n_sets=5, seed=3)
+    rates = sweep.rate_table(frame, n_boot=400, seed=2).set_index(["neurons", "alpha"])
+    new = rates.loc[("random", 0.0)]
+    pooled = frame[(frame["neurons"] == "random") & (frame["alpha"] == 0.0) & frame["in_denominator"]]
+    old = C.rate_summary([c if p else None for c, p in zip(pooled["compliant"], pooled["parsed"])], 400, 2)
+    assert old["n"] == 149 and new["n"] == 30
+    assert old["compliance"] == pytest.approx(new["compliance"], abs=1.0)      # item 5: 4 sets, not 5
+    assert new["ci_hi"] - new["ci_lo"] > 1.3 * (old["ci95"][1] - old["ci95"][0])
+    # alpha = 1: five copies of the unchanged model's rows made the old CI ~sqrt(5) too narrow
+    ones = frame[(frame["neurons"] == "random") & (frame["alpha"] == 1.0)]
+    old_one = C.rate_summary([c if p else None for c, p in zip(ones["compliant"], ones["parsed"])], 400, 2)
+    new_one, h_one = rates.loc[("random", 1.0)], rates.loc[("h_neurons", 1.0)]
+    assert old_one["n"] == 150 and new_one["n"] == 30
+    assert (new_one["ci_lo"], new_one["ci_hi"]) == (h_one["ci_lo"], h_one["ci_hi"])
+    assert new_one["ci_hi"] - new_one["ci_lo"] > 1.8 * (old_one["ci95"][1] - old_one["ci95"][0])
+
+
+def test_paired_effects_align_items_by_id_and_match_the_array_function():
+    from hneurons import sweep
+    from hneurons.stats import paired_alpha_effects
+
+    frame = _judgements()
+    by_alpha, slopes = sweep.paired_effects(frame, n_boot=200, seed=7)
+    assert set(by_alpha["control"]) == {"random"} and set(by_alpha["outcome"]) == {"compliance", "compliance_parsed"}
+    assert by_alpha.groupby("outcome")["alpha"].apply(list).to_dict()["compliance"] == [0.0, 1.0, 3.0]
+    # arrays built by hand from the (shuffled) rows
+    alphas = [0.0, 0.5, 1.0, 3.0]
+    items = sorted(set(frame["example_id"]))
+    h = np.full((len(items), 4), np.nan)
+    rnd = np.full((3, len(items), 4), np.nan)
+    for _, r in frame[frame["in_denominator"]].iterrows():
+        value = 1.0 if r["compliant"] is True else 0.0
+        if r["neurons"] == "h_neurons":
+            h[items.index(r["example_id"]), alphas.index(r["alpha"])] = value
+        else:
+            rnd[r["set_index"], items.index(r["example_id"]), alphas.index(r["alpha"])] = value
+    expected = paired_alpha_effects(np.array(alphas), h, rnd, 200, sweep._benchmark_seed(7, "falseqa"))
+    got = by_alpha[by_alpha["outcome"] == "compliance"].drop(columns=["benchmark", "control", "outcome"])
+    assert len(got) == len(expected["by_alpha"])
+    for row, record in zip(got.to_dict("records"), expected["by_alpha"]):
+        assert row == pytest.approx(record)
+    one = got.set_index("alpha").loc[1.0]
+    assert (one["diff_pp"], one["diff_ci_lo"], one["diff_ci_hi"], one["n"]) == (0.0, 0.0, 0.0, 24)
+    s = slopes[(slopes["outcome"] == "compliance")].set_index(["quantity", "kind"])
+    assert s.loc[("h_neurons", "ols"), "alphas"] == "0 0.5 1 3" and s.loc[("h_minus_random", "ols"), "alphas"] == "0 1 3"
+    for record in expected["slopes"]:
+        row = s.loc[(record["quantity"], record["kind"])]
+        assert (row["slope_pp_per_alpha"], row["ci_lo"], row["ci_hi"], row["n"]) == pytest.approx(
+            (record["slope_pp_per_alpha"], record["ci_lo"], record["ci_hi"], record["n"]))
+    # H at alpha 1 and its slope CI are the same whichever control it is paired with
+    assert (slopes["n"] == 24).all()
+
+
 # ---------------------------------------------------------------- the intervene stage on a tiny project
 
 import json  # noqa: E402
@@ -278,7 +428,7 @@ def test_intervene_stage_outputs_are_complete_reproducible_and_resumable(tmp_pat
     h = csv[(csv["benchmark"] == "falseqa") & (csv["neurons"] == "h_neurons")]
     assert h["alpha"].tolist() == [0, 1, 3] and (h["n"] == 3).all()
     rnd = csv[(csv["benchmark"] == "falseqa") & (csv["neurons"] == "random")]
-    assert rnd["alpha"].tolist() == [0, 1] and (rnd["n"] == 6).all()          # two sets pooled
+    assert rnd["alpha"].tolist() == [0, 1] and (rnd["n"] == 3).all()          # two sets pooled, n counts items
     assert (csv["ci_lo"] <= csv["compliance"] + 1e-9).all() and (csv["compliance"] <= csv["ci_hi"] + 1e-9).all()
     assert set(metrics["benchmarks"]["falseqa"]["h_neurons"]["slope_pp_per_alpha"]) == {"endpoint", "ols"}
     assert len(metrics["benchmarks"]["falseqa"]["random"]["per_set_slopes"]) == 2
