@@ -11,10 +11,18 @@ neurons (global scope; paper.md §9 #22), the two z-scores are averaged into
 ``delta``, and neurons are ranked: ``rank = (position when sorted by delta,
 largest first) / (D - 1)``, so 0 = most changed and 1 = most stable (ties share
 their average position). A neuron set's mean rank is ~0.5 when it is random.
-Significance: a one-sided Welch t-test that the set's similarity ``-delta`` is
-larger than the other neurons' (the paper says "t-test" without the variance
-assumption; Welch is the safe choice for a ~30-neuron set against ~37k others).
-The per-layer variant z-scores and ranks within each layer instead.
+Significance (primary): an empirical one-sided p-value against random sets of the
+same size drawn outside the set, ``p_empirical = (1 + #random sets whose mean rank
+is >= the set's) / (1 + n_sets)``: the paper predicts H-Neurons are *more stable*
+(higher mean rank) than other neurons. Secondary, kept for comparison: the paper's
+one-sided t-test that the set's similarity ``-delta`` is larger than the other
+neurons' (Welch: the paper names no variance assumption). The t-test is
+miscalibrated here: on Gemma-3-270M 11% (global) and 10% (per layer) of 100 random
+22-neuron sets reached p < 0.05 where 5% is expected (drift is heavy-tailed and 22
+values are few), so its p is not read as a significance level. A second control
+draws layer-matched random sets (as many neurons per layer as the set), which takes
+the set's layer composition out of the global comparison. The per-layer variant
+z-scores and ranks within each layer.
 
 Backward transfer (§6.3.1) pieces: the base-model prompt ``question + "\\nAnswer:"``
 (no chat template), the cut of generated ids at the first newline, and the AUROC
@@ -32,7 +40,7 @@ from scipy.stats import rankdata, ttest_ind
 
 from hneurons.errors import HNeuronsError
 from hneurons.models import ffn_blocks
-from hneurons.stats import auroc, bootstrap_ci, mean_sd
+from hneurons.stats import auroc, bootstrap_ci, empirical_p, mean_sd
 
 BASE_SUFFIX = "\nAnswer:"
 
@@ -192,35 +200,74 @@ def set_drift_summary(table: DriftTable, neurons: np.ndarray, per_layer: bool = 
 
 
 def random_set_summaries(table: DriftTable, exclude: np.ndarray, n: int, seeds: Sequence[int],
-                         per_layer: bool = False) -> list[dict[str, Any]]:
-    """:func:`set_drift_summary` for random sets of ``n`` neurons outside ``exclude``, one per seed."""
-    from hneurons.probe import draw_random_neurons
+                         per_layer: bool = False, layer_matched: bool = False) -> list[dict[str, Any]]:
+    """:func:`set_drift_summary` for random sets of ``n`` neurons outside ``exclude``, one per seed.
 
+    ``layer_matched``: each set has as many neurons per layer as ``exclude`` (hneurons.probe.
+    draw_layer_matched; ``n`` must then equal the size of ``exclude``); otherwise uniform over
+    all other neurons (hneurons.probe.draw_random_neurons). numpy default_rng(seed) per set.
+    """
+    from hneurons.probe import draw_layer_matched, draw_random_neurons
+
+    exclude = np.unique(np.asarray(exclude, dtype=np.int64))
+    if layer_matched and n != exclude.size:
+        raise HNeuronsError(f"layer-matched random sets have the size of the excluded set ({exclude.size}), not {n}")
+    n_layers = table.n_neurons // table.d_ffn
     out = []
     for seed in seeds:
-        neurons = draw_random_neurons(table.n_neurons, exclude, n, np.random.default_rng(int(seed)))
+        rng = np.random.default_rng(int(seed))
+        neurons = (draw_layer_matched(exclude, table.d_ffn, n_layers, rng) if layer_matched
+                   else draw_random_neurons(table.n_neurons, exclude, n, rng))
         out.append({"seed": int(seed), **set_drift_summary(table, neurons, per_layer)})
     return out
 
 
-def drift_report(table: DriftTable, neurons: np.ndarray, random_seeds: Sequence[int]) -> dict[str, Any]:
-    """Global and per-layer summaries of ``neurons`` plus the random-set control, as one dict.
+def random_control(h_mean_rank: float, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summary of random-set runs (:func:`random_set_summaries`) and the set's empirical p against them.
 
-    ``random`` holds the mean/sd of the random sets' mean ranks and the share of
-    random sets with p < 0.05 (the test's false-positive rate under the null).
+    Adds to each run ``p_empirical``: its own leave-one-out empirical p against the other runs
+    (uniform under the null, so ``share_empirical_p_below_0.05`` is the calibration check, ~0.05).
+    Returns n_sets, mean_rank {mean, sd}, n_as_stable (runs with mean rank >= the set's),
+    p_empirical (the set's: (1 + n_as_stable) / (1 + n_sets)), share_p_below_0.05 (the Welch
+    t-test's rate on random sets, ~0.05 if it were calibrated), share_empirical_p_below_0.05, runs.
+    """
+    ranks = np.array([r["mean_rank"] for r in runs], dtype=np.float64)
+    for i, run in enumerate(runs):
+        run["p_empirical"] = empirical_p(ranks[i], np.delete(ranks, i))
+    finite = lambda key: [r[key] for r in runs if np.isfinite(r[key])]  # noqa: E731
+    share = lambda values: float(np.mean(np.asarray(values) < 0.05)) if values else float("nan")  # noqa: E731
+    return {"n_sets": len(runs), "mean_rank": mean_sd(ranks),
+            "n_as_stable": int(np.sum(ranks >= h_mean_rank)) if np.isfinite(h_mean_rank) else None,
+            "p_empirical": empirical_p(h_mean_rank, ranks),
+            "share_p_below_0.05": share(finite("p_value")) if runs else float("nan"),
+            "share_empirical_p_below_0.05": share(finite("p_empirical")),
+            "runs": runs}
+
+
+def drift_report(table: DriftTable, neurons: np.ndarray, random_seeds: Sequence[int],
+                 layer_matched_seeds: Sequence[int] = ()) -> dict[str, Any]:
+    """Global and per-layer summaries of ``neurons`` plus the random-set controls, as one dict.
+
+    Per scope (global, per_layer): ``h_neurons`` = :func:`set_drift_summary` (n, mean_rank, and
+    the secondary Welch test t, p_value) plus ``p_empirical`` (primary: against the uniform random
+    sets, one-sided, H-Neurons more stable) and ``p_empirical_layer_matched`` (against the
+    layer-matched sets; nan without ``layer_matched_seeds``); ``random`` and
+    ``random_layer_matched`` = :func:`random_control` of each kind of random set.
     """
     neurons = check_neurons(neurons, table.n_neurons)
     report: dict[str, Any] = {"n_neurons": table.n_neurons, "median_drift_up": float(np.median(table.drift_up)),
                               "median_drift_down": float(np.median(table.drift_down))}
     for scope, per_layer in (("global", False), ("per_layer", True)):
-        runs = random_set_summaries(table, neurons, neurons.size, random_seeds, per_layer) if neurons.size else []
-        report[scope] = {
-            "h_neurons": set_drift_summary(table, neurons, per_layer),
-            "random": {"n_sets": len(runs), "mean_rank": mean_sd([r["mean_rank"] for r in runs]),
-                       "share_p_below_0.05": (float(np.mean([r["p_value"] < 0.05 for r in runs]))
-                                              if runs else float("nan")),
-                       "runs": runs},
-        }
+        h = set_drift_summary(table, neurons, per_layer)
+        entry: dict[str, Any] = {"h_neurons": h}
+        for key, seeds, matched in (("random", random_seeds, False),
+                                    ("random_layer_matched", layer_matched_seeds, True)):
+            runs = (random_set_summaries(table, neurons, neurons.size, seeds, per_layer, matched)
+                    if neurons.size else [])
+            entry[key] = random_control(h["mean_rank"], runs)
+        h["p_empirical"] = entry["random"]["p_empirical"]
+        h["p_empirical_layer_matched"] = entry["random_layer_matched"]["p_empirical"]
+        report[scope] = entry
     return report
 
 

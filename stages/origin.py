@@ -10,11 +10,14 @@ span rule / readout to reuse) and the prepared tables of ``origin.datasets``.
 Writes
 
 - ``reports/origin/<family>.json`` (metrics): drift of the H-Neurons vs the rest
-  (global and per layer; random-set control) and, per dataset, the instruct
+  (global and per layer; significance = empirical p against ``origin.n_random_sets``
+  uniform and as many layer-matched random sets, Welch t-test kept as secondary) and, per dataset, the instruct
   probe's AUROC on base-model rows with a bootstrap CI and the random-neuron
   probes' AUROC;
 - ``reports/origin/<family>/``: ``h_neuron_ranks.csv`` (the Fig. 4b points),
-  ``drift_strip.png``, ``transfer.csv``;
+  ``drift_strip.png``, ``transfer.csv``, ``drift_random_sets.csv`` (every random set of
+  the drift controls: scope, kind random | random_layer_matched, seed, n, mean_rank,
+  its leave-one-out empirical p, Welch t and p);
 - ``data/origin/<family>/``: ``drift.parquet`` (every neuron: drifts, z-scores,
   ranks) and ``base_responses.parquet`` (base responses, judgements, selection).
 
@@ -97,7 +100,8 @@ def drift_outputs(table: origin.DriftTable, h: np.ndarray, cfg: dict[str, Any], 
                   data_dir: Path, report_dir: Path) -> dict[str, Any]:
     """Write drift.parquet, h_neuron_ranks.csv and the strip plot; return the drift metrics."""
     seeds = [derived_seed(cfg["seed"], f"origin/drift/{i}") for i in range(cfg["n_random_sets"])]
-    report = origin.drift_report(table, h, seeds)
+    matched = [derived_seed(cfg["seed"], f"origin/drift/layer/{i}") for i in range(cfg["n_random_sets"])]
+    report = origin.drift_report(table, h, seeds, layer_matched_seeds=matched)
     frame = table.frame(h).rename(columns={"is_selected": "is_h_neuron"})
     write_parquet(data_dir / "drift.parquet", pa.Table.from_pandas(frame, preserve_index=False),
                   {"family": family, "n_h_neurons": int(h.size)})
@@ -107,10 +111,15 @@ def drift_outputs(table: origin.DriftTable, h: np.ndarray, cfg: dict[str, Any], 
     summary = report["global"]["h_neurons"]
     title = (f"{family}: {summary['n']} H-Neurons, mean rank {summary['mean_rank']:.3f} "
              f"(random {report['global']['random']['mean_rank']['mean']:.3f}), "
-             f"{origin.significance_label(summary['p_value'])}")
+             f"empirical {origin.significance_label(summary['p_empirical'])}")
     origin.plot_drift_strip(ranks["rank"].to_numpy(), title, report_dir / "drift_strip.png", seed=cfg["seed"])
-    for run_list in (report["global"]["random"], report["per_layer"]["random"]):
-        run_list.pop("runs")
+    random_rows = []
+    for scope in ("global", "per_layer"):
+        for kind in ("random", "random_layer_matched"):
+            random_rows += [{"scope": scope, "kind": kind, **run} for run in report[scope][kind].pop("runs")]
+    columns = ["scope", "kind", "seed", "n", "mean_rank", "p_empirical", "t", "p_value"]
+    write_text(report_dir / "drift_random_sets.csv", pd.DataFrame(random_rows, columns=columns).to_csv(
+        index=False, float_format="%.6g", lineterminator="\n"))
     return report
 
 
@@ -244,9 +253,9 @@ def main(argv: list[str]) -> None:
     table = origin.DriftTable.from_models(base, instruct)
     del instruct
     metrics["drift"] = drift_outputs(table, h, cfg, family, data_dir, report_dir)
-    log.info("%s: H-Neuron mean drift rank %.3f (p=%.3g), per layer %.3f", family,
-             metrics["drift"]["global"]["h_neurons"]["mean_rank"], metrics["drift"]["global"]["h_neurons"]["p_value"],
-             metrics["drift"]["per_layer"]["h_neurons"]["mean_rank"])
+    log.info("%s: H-Neuron mean drift rank %.3f (empirical p=%.3g, Welch p=%.3g), per layer %.3f", family,
+             metrics["drift"]["global"]["h_neurons"]["mean_rank"], metrics["drift"]["global"]["h_neurons"]["p_empirical"],
+             metrics["drift"]["global"]["h_neurons"]["p_value"], metrics["drift"]["per_layer"]["h_neurons"]["mean_rank"])
 
     train = instruct_training_rows(acts, cfg["labelling"])
     lines = origin.line_tokens(tokenizer)

@@ -9,6 +9,7 @@ import torch
 from hneurons import origin
 from hneurons.errors import HNeuronsError
 from hneurons.models import ffn_blocks
+from hneurons.stats import empirical_p
 from tiny import make_model, make_tokenizer, perturbed_copy
 
 
@@ -109,6 +110,56 @@ def test_random_sets_avoid_the_excluded_neurons_and_are_seeded():
     assert a == b and a[0] != a[1]
     with pytest.raises(HNeuronsError, match="cannot draw 60 random neurons from 50"):
         origin.random_set_summaries(table, exclude, 60, [0])
+
+
+def test_empirical_p_is_one_sided_toward_stable_and_matches_the_runs():
+    rng = np.random.default_rng(1)
+    table = origin.DriftTable.from_drifts(rng.random(2000), rng.random(2000), d_ffn=500)
+    order = np.argsort(table.delta)
+    stable = origin.drift_report(table, order[:40], random_seeds=list(range(30)), layer_matched_seeds=[7, 8])
+    changed = origin.drift_report(table, order[-40:], random_seeds=list(range(30)))
+    for scope in ("global", "per_layer"):
+        h, rand = stable[scope]["h_neurons"], stable[scope]["random"]
+        # recomputed from the runs: (1 + #random sets with mean rank >= the H-Neurons') / (1 + n_sets)
+        ranks = np.array([r["mean_rank"] for r in rand["runs"]])
+        assert h["p_empirical"] == rand["p_empirical"] == (1 + np.sum(ranks >= h["mean_rank"])) / 31 == 1 / 31
+        assert rand["n_as_stable"] == 0 and rand["n_sets"] == 30
+        assert stable[scope]["random_layer_matched"]["n_sets"] == 2 and h["p_empirical_layer_matched"] == 1 / 3
+        assert changed[scope]["h_neurons"]["p_empirical"] == 1.0                 # the wrong direction
+        assert np.isnan(changed[scope]["h_neurons"]["p_empirical_layer_matched"])  # no layer-matched sets
+        # each random set's own leave-one-out p
+        for i, run in enumerate(rand["runs"]):
+            others = np.delete(ranks, i)
+            assert run["p_empirical"] == (1 + np.sum(others >= ranks[i])) / 30
+        assert rand["share_empirical_p_below_0.05"] == np.mean([r["p_empirical"] < 0.05 for r in rand["runs"]])
+        assert "p_value" in h and "t" in h                                         # Welch kept as secondary
+
+
+def test_empirical_p_is_calibrated_where_welch_is_not():
+    # heavy-tailed drift, no effect: the "H-Neurons" are just more random sets
+    rng = np.random.default_rng(7)
+    table = origin.DriftTable.from_drifts(rng.lognormal(sigma=1.5, size=2000), rng.lognormal(sigma=1.5, size=2000),
+                                          d_ffn=500)
+    null = origin.random_set_summaries(table, [], 22, range(1000))
+    tested = origin.random_set_summaries(table, [], 22, range(1000, 1200))
+    null_ranks = np.array([r["mean_rank"] for r in null])
+    p = np.array([empirical_p(r["mean_rank"], null_ranks) for r in tested])
+    assert 0.02 <= np.mean(p < 0.05) <= 0.09
+    assert 0.4 <= np.mean(p < 0.5) <= 0.6
+    assert np.mean([r["p_value"] < 0.05 for r in null]) > 0.1                   # Welch: ~18% false positives
+
+
+def test_layer_matched_random_sets_keep_the_layer_counts():
+    table = origin.DriftTable.from_drifts(np.arange(200.0), np.arange(200.0) ** 0.5, d_ffn=50)
+    h = np.array([1, 2, 3, 60, 199])
+    runs = origin.random_set_summaries(table, h, 5, [1, 2, 3], layer_matched=True)
+    from hneurons.probe import draw_layer_matched
+    for seed, run in zip([1, 2, 3], runs):
+        drawn = draw_layer_matched(h, 50, 4, np.random.default_rng(seed))
+        assert np.bincount(drawn // 50, minlength=4).tolist() == [3, 1, 0, 1] and not set(drawn) & set(h)
+        assert run["mean_rank"] == pytest.approx(table.rank[drawn].mean())
+    with pytest.raises(HNeuronsError, match="layer-matched"):
+        origin.random_set_summaries(table, h, 4, [1], layer_matched=True)
 
 
 def test_out_of_range_neurons_are_one_line_errors():
