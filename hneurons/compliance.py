@@ -220,7 +220,10 @@ def rate_summary(compliant: Sequence[bool | None], n_boot: int, seed: int) -> di
     """Compliance in percent over all responses (a parse failure counts as not compliant) with a
     percentile-bootstrap 95% CI (hneurons.stats.bootstrap_ci), and over parsed responses.
 
-    compliant: one entry per response, True / False / None (unparsed).
+    compliant: one entry per response, True / False / None (unparsed). The CI resamples
+    responses as independent rows: right for one condition with one response per item, too
+    narrow when rows share items (several sets or conditions); use hneurons.sweep.rate_table
+    (item-cluster bootstrap) there.
     """
     from hneurons.stats import bootstrap_ci
 
