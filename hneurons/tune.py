@@ -27,8 +27,10 @@ formatting nor the suffix tells the twin which behaviour is wanted.
 Every candidate whose normalized question equals a question of an evaluation
 set is dropped (``excluded``), and made-up names share no word with the
 evaluation texts (NonExist entities included). Each kind is shuffled with the
-seed; the first ``n_check`` items are held out for the behaviour check, the next
-``n_train`` are trained on.
+seed; the first min(``n_check``, ``check_before_train``) items are held out for
+the behaviour check, the next ``n_train`` are trained on, and the check takes the
+rest of its ``n_check`` items from after the training block (see
+:func:`build_instruction_set`).
 
 Training: full fine-tuning with the input embeddings and LM head frozen (gives
 per-neuron, full-rank drift; LoRA would confine each layer's change to rank r),
@@ -205,40 +207,100 @@ def _candidates(trivia: Sequence[dict], premise: Sequence[dict], harmful: Sequen
     return out
 
 
+def check_counts(n_check: int | dict[str, int], where: str = "tune.n_check") -> dict[str, int]:
+    """Held-out check items per kind from one count or a mapping kind -> count (exactly the KINDS)."""
+    if isinstance(n_check, dict):
+        unknown = sorted(set(n_check) - set(KINDS))
+        if unknown:
+            raise HNeuronsError(f"{where}.{unknown[0]}: unknown kind (expected {', '.join(KINDS)})")
+        missing = [kind for kind in KINDS if kind not in n_check]
+        if missing:
+            raise HNeuronsError(f"{where}: missing {', '.join(missing)} (expected keys {', '.join(KINDS)})")
+        counts = dict(n_check)
+    else:
+        counts = {kind: n_check for kind in KINDS}
+    for kind, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            suffix = f".{kind}" if isinstance(n_check, dict) else ""
+            raise HNeuronsError(f"{where}{suffix}={value!r}: expected an integer >= 0")
+    return counts
+
+
 def build_instruction_set(trivia: Sequence[dict], premise: Sequence[dict], harmful: Sequence[dict],
                           eval_questions: Iterable[str], eval_texts: Iterable[str], sizes: dict[str, int],
-                          n_check: int, seed: int, suffix_share: float = 0.5) -> tuple[list[Example], dict]:
+                          n_check: int | dict[str, int], seed: int, suffix_share: float = 0.5,
+                          check_before_train: int | None = None) -> tuple[list[Example], dict]:
     """The instruction set and a summary of how it was built.
 
     trivia / premise / harmful: prepared-schema records (``example_id``, ``question``,
     ``answers``; premise also ``split`` and ``label``) from the tuning sources.
     eval_questions: every evaluation question (dropped from the candidates by
     normalized equality). eval_texts: evaluation texts whose words made-up names
-    must avoid. sizes: training items per kind (keys = KINDS). Returns
-    (examples ordered by kind then split, summary with per-kind counts).
+    must avoid. sizes: training items per kind (keys = KINDS). n_check: held-out
+    check items per kind (one count or a mapping kind -> count).
+
+    Layout of each kind's shuffled candidates: the first h = min(n_check,
+    ``check_before_train``) are held out (h = n_check when check_before_train is
+    None), the next ``sizes[kind]`` are trained on, and when n_check > h the check
+    takes the rest from after the training block (skipping a question equal, after
+    normalization, to one already taken). Once n_check >= check_before_train, the
+    training rows no longer depend on n_check. Made-up entities are generated on demand: the first h + sizes.abstain
+    are shuffled as the pool, the extra check entities follow in generation order.
+    A pool that cannot give n_check keeps what it has; the summary says so
+    (``check_short``). Returns (examples ordered by kind, check then train;
+    summary per kind).
     """
     missing = [kind for kind in KINDS if kind not in sizes]
     if missing:
         raise HNeuronsError(f"sizes: missing {', '.join(missing)} (expected keys {', '.join(KINDS)})")
+    counts = check_counts(n_check)
+    ahead = {kind: counts[kind] if check_before_train is None else min(counts[kind], int(check_before_train))
+             for kind in KINDS}
     excluded_questions = {normalize(q) for q in eval_questions}
     forbidden = text_words(eval_texts)
+    n_abstain = ahead["abstain"] + int(sizes["abstain"])
     candidates = _candidates(trivia, premise, harmful, seed, suffix_share,
-                             int(sizes["abstain"]) + n_check, forbidden)
+                             n_abstain + max(0, counts["abstain"] - ahead["abstain"]), forbidden)
     examples: list[Example] = []
     summary: dict[str, Any] = {}
     for offset, kind in enumerate(KINDS):
         pool = candidates[kind]
-        kept = [c for c in pool if normalize(_question_of(c[1])) not in excluded_questions]
+        block = n_abstain if kind == "abstain" else len(pool)
+        kept = [c for c in pool[:block] if normalize(_question_of(c[1])) not in excluded_questions]
         random.Random(seed + 7919 * (offset + 1)).shuffle(kept)
-        need = n_check + int(sizes[kind])
+        kept += [c for c in pool[block:] if normalize(_question_of(c[1])) not in excluded_questions]
+        n_ahead, n_train, wanted = ahead[kind], int(sizes[kind]), counts[kind]
+        need = n_ahead + n_train
         if len(kept) < need:
             raise HNeuronsError(f"tune.sizes.{kind}={sizes[kind]}: only {len(kept)} candidates left after "
-                                f"excluding evaluation questions; need {need} (with {n_check} held out)")
-        for index, (source_id, prompt, response, answers) in enumerate(kept[:need]):
-            split = "check" if index < n_check else "train"
-            examples.append(Example(kind, source_id, prompt, response, answers, split))
-        summary[kind] = {"candidates": len(pool), "excluded": len(pool) - len(kept),
-                         "train": int(sizes[kind]), "check": n_check}
+                                f"excluding evaluation questions; need {need} (with {n_ahead} held out)")
+        train = kept[n_ahead:need]
+        check = kept[:n_ahead]
+        seen = {normalize(_question_of(c[1])) for c in train + check}
+        duplicates = 0
+        for candidate in kept[need:]:
+            if len(check) >= wanted:
+                break
+            key = normalize(_question_of(candidate[1]))
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            check.append(candidate)
+        for split, chosen in (("check", check), ("train", train)):
+            examples += [Example(kind, source_id, prompt, response, answers, split)
+                         for source_id, prompt, response, answers in chosen]
+        entry = {"candidates": len(pool), "excluded": len(pool) - len(kept), "train": n_train,
+                 "check": len(check), "check_requested": wanted, "check_before_train": n_ahead,
+                 "check_after_train": len(check) - n_ahead}
+        if duplicates:
+            entry["check_duplicates_skipped"] = duplicates
+        if len(check) < wanted:
+            entry["check_short"] = (f"{len(kept)} candidates after exclusion: {n_ahead} held out before and "
+                                    f"{n_train} trained on leave {len(kept) - need}"
+                                    + (f" ({duplicates} repeating a question already taken)" if duplicates else "")
+                                    + f"; {len(check)} of {wanted} held out without cutting training")
+        summary[kind] = entry
     return examples, summary
 
 
@@ -517,15 +579,17 @@ def greedy_responses(model, tokenizer, prompts: Sequence[str], max_new_tokens: i
 
 
 def behaviour_check(model, tokenizer, examples: Sequence[Example], max_new_tokens: int = 48,
-                    max_words: int = 40, progress: bool = True) -> tuple[dict, list[dict]]:
+                    max_words: int = 40, progress: bool = True,
+                    sources: dict[str, dict] | None = None) -> tuple[dict, list[dict]]:
     """Greedy responses on the held-out ``check`` examples, scored per kind.
 
     format_ok: the response ended its turn, is non-empty, has at most ``max_words``
     words and does not restate the prompt. trivia_correct: the rule judge (whole-word
     alias) accepts it. refused / abstained: the refusal detector fires
     (judge.is_refusal), on harmful requests and made-up entities respectively; for
-    trivia the same detector gives the over-refusal rate. Returns (metrics per
-    kind, one record per response).
+    trivia the same detector gives the over-refusal rate. ``sources`` (kind ->
+    fields such as dataset and rows) is copied into each kind's metrics. Returns
+    (metrics per kind, one record per response).
     """
     held = [e for e in examples if e.split == "check"]
     responses = greedy_responses(model, tokenizer, [e.prompt for e in held], max_new_tokens, progress=progress)
@@ -546,7 +610,7 @@ def behaviour_check(model, tokenizer, examples: Sequence[Example], max_new_token
         rows = [r for r in records if r["kind"] == kind]
         if not rows:
             continue
-        entry = {"n": len(rows), "format_ok": _share(r["format_ok"] for r in rows),
+        entry = {**(sources or {}).get(kind, {}), "n": len(rows), "format_ok": _share(r["format_ok"] for r in rows),
                  "refusal_rate": _share(r["refusal"] for r in rows)}
         if kind == "trivia":
             entry["correct"] = _share(r["correct"] for r in rows)

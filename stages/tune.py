@@ -15,8 +15,13 @@ FalseQA train label-1 rows of ``tune.premise.dataset`` and the AdvBench CSV
 - ``data/tune/<family>/instructions.parquet`` (the instruction set, train + check);
 - ``reports/tune/<family>/``: ``metrics.json`` (instruction-set counts, final loss,
   behaviour check of the twin and, with ``tune.check.include_base``, of the base
-  under the same chat format), ``loss.csv`` (plot), ``loss.png``,
-  ``check_responses.jsonl`` (every check response).
+  under the same chat format; each check kind names its dataset, pool and n, and
+  why n falls short of ``tune.n_check`` where it does), ``loss.csv`` (plot),
+  ``loss.png``, ``check_responses.jsonl`` (every check response).
+
+Up to ``tune.check_before_train`` check items of each kind are held out ahead of
+the training block, the others come after it: with ``tune.n_check`` at least
+that large, the training rows do not depend on ``tune.n_check``.
 """
 
 from __future__ import annotations
@@ -63,10 +68,14 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
                                  max_grad_norm=p("max_grad_norm"), length_group=p("length_group"),
                                  seed=int(param(params, "base.seed")))
     settings.validate(SECTION)
+    n_check = tune.check_counts(p("n_check"), f"{SECTION}.n_check")
+    before = p("check_before_train")
+    if not isinstance(before, int) or isinstance(before, bool) or before < 0:
+        raise HNeuronsError(f"{SECTION}.check_before_train={before!r}: expected an integer >= 0")
     return {
         "trivia_dataset": p("trivia.dataset"), "trivia_rows": rows, "premise_dataset": p("premise.dataset"),
         "harmful": Path(p("harmful")), "eval_datasets": list(p("eval_datasets")), "sizes": sizes,
-        "n_check": int(p("n_check")), "suffix_share": float(p("suffix_share")),
+        "n_check": n_check, "check_before_train": before, "suffix_share": float(p("suffix_share")),
         "max_length": int(p("max_length")), "settings": settings,
         "check_max_new_tokens": int(p("check.max_new_tokens")), "include_base": bool(p("check.include_base")),
         "dtype": param(params, "base.dtype", "float32"),
@@ -124,6 +133,22 @@ def sources(cfg: dict[str, Any]) -> tuple[list[dict], list[dict], list[dict], li
     return trivia, premise, harmful_requests(cfg["harmful"]), questions, texts
 
 
+def check_sources(cfg: dict[str, Any], built: dict[str, dict]) -> dict[str, dict]:
+    """Per kind: the source of its check items (dataset and rows / split / file) and the check counts."""
+    start, stop = cfg["trivia_rows"]
+    sources = {
+        "trivia": {"dataset": cfg["trivia_dataset"], "rows": [start, stop]},
+        "premise": {"dataset": cfg["premise_dataset"], "split": "train", "label": 1},
+        "refusal": {"dataset": "advbench", "file": str(cfg["harmful"])},
+        "abstain": {"dataset": "generated", "generator": "hneurons.tune.made_up_entities"},
+    }
+    for kind, entry in sources.items():
+        entry["n_requested"] = built[kind]["check_requested"]
+        if "check_short" in built[kind]:
+            entry["short"] = built[kind]["check_short"]
+    return sources
+
+
 def write_curve(path: Path, curve: list[dict]) -> None:
     lines = ["step,loss,lr,n_tokens"] + [f"{c['step']},{c['loss']:.6f},{c['lr']:.6g},{c['n_tokens']}" for c in curve]
     write_text(path, "\n".join(lines) + "\n")
@@ -143,7 +168,12 @@ def main(argv: list[str]) -> None:
 
     trivia, premise, harmful, questions, texts = sources(cfg)
     examples, built = tune.build_instruction_set(trivia, premise, harmful, questions, texts, cfg["sizes"],
-                                                 cfg["n_check"], cfg["settings"].seed, cfg["suffix_share"])
+                                                 cfg["n_check"], cfg["settings"].seed, cfg["suffix_share"],
+                                                 cfg["check_before_train"])
+    described = check_sources(cfg, built)
+    for kind, entry in built.items():
+        if "check_short" in entry:
+            log.warning("%s: check %s: %s", family, kind, entry["check_short"])
     frame = tune.examples_frame(examples)
     write_parquet(data_dir / "instructions.parquet", pa.Table.from_pandas(frame, preserve_index=False),
                   {"family": family, "summary": built, "base_fingerprint": base_fp["fingerprint"]})
@@ -157,7 +187,7 @@ def main(argv: list[str]) -> None:
     records: list[dict] = []
     if cfg["include_base"]:
         metrics["check_base"], base_records = tune.behaviour_check(model, tokenizer, examples,
-                                                                   cfg["check_max_new_tokens"])
+                                                                   cfg["check_max_new_tokens"], sources=described)
         records += [{"model": "base", **r} for r in base_records]
 
     started = time.perf_counter()
@@ -166,7 +196,7 @@ def main(argv: list[str]) -> None:
     log.info("%s: %d steps in %.1f s, final loss %.4f", family, len(curve), time.perf_counter() - started,
              curve[-1]["loss"])
     metrics["check_instruct"], twin_records = tune.behaviour_check(model, tokenizer, examples,
-                                                                   cfg["check_max_new_tokens"])
+                                                                   cfg["check_max_new_tokens"], sources=described)
     records += [{"model": "instruct", **r} for r in twin_records]
     tail = curve[-min(20, len(curve)):]
     metrics["loss"] = {"first": curve[0]["loss"], "last": curve[-1]["loss"],

@@ -103,6 +103,60 @@ def test_evaluation_questions_are_excluded_by_normalized_text():
     assert all(e.prompt.endswith(tune.SAMPLING_SUFFIX) for e in examples)
 
 
+def _split_rows(examples, kind, split):
+    return [e for e in examples if e.kind == kind and e.split == split]
+
+
+def test_check_after_the_training_block_leaves_the_training_rows_alone():
+    args = (_trivia(20), _premise(20), _harmful(20), [], [], SIZES)
+    old, old_summary = tune.build_instruction_set(*args, 2, 7)
+    assert old_summary["trivia"] == {"candidates": 20, "excluded": 0, "train": 6, "check": 2, "check_requested": 2,
+                                     "check_before_train": 2, "check_after_train": 0}
+    assert tune.build_instruction_set(*args, 2, 7, check_before_train=2)[0] == old
+    more, summary = tune.build_instruction_set(*args, 9, 7, check_before_train=2)
+    fewer, _ = tune.build_instruction_set(*args, 1, 7, check_before_train=2)
+    assert fewer == tune.build_instruction_set(*args, 1, 7)[0]  # h = min(n_check, check_before_train)
+    for kind in tune.KINDS:
+        train = _split_rows(old, kind, "train")
+        assert _split_rows(more, kind, "train") == train
+        check = _split_rows(more, kind, "check")
+        assert check[:2] == _split_rows(old, kind, "check")
+        assert not {e.source_id for e in check} & {e.source_id for e in train}
+        assert not {e.prompt for e in check} & {e.prompt for e in train}
+    # trivia: 20 rows - 2 ahead - 6 trained = 12 after the block; premise: 20 - 2 - 4 = 14
+    assert summary["trivia"]["check"] == 9 and summary["trivia"]["check_after_train"] == 7
+    assert "check_short" not in summary["trivia"]
+    names = [e.prompt for e in more if e.kind == "abstain"]
+    assert len(set(names)) == len(names) == 9 + SIZES["abstain"]
+
+
+def test_a_short_pool_keeps_what_is_left_and_says_why():
+    trivia = _trivia(12)
+    trivia[11]["question"] = trivia[2]["question"]  # repeats a question; never held out beside its twin
+    examples, summary = tune.build_instruction_set(trivia, _premise(10), _harmful(10), [], [], SIZES,
+                                                   {"trivia": 10, "premise": 2, "refusal": 2, "abstain": 30}, 7,
+                                                   check_before_train=2)
+    entry = summary["trivia"]
+    taken = [tune.normalize(tune._question_of(e.prompt)) for e in examples if e.kind == "trivia"]
+    assert len(taken) == len(set(taken))
+    assert entry["check"] == len(_split_rows(examples, "trivia", "check")) == 2 + 4 - entry["check_duplicates_skipped"]
+    assert entry["check_requested"] == 10 and entry["train"] == 6
+    assert entry["check_short"].startswith("12 candidates after exclusion: 2 held out before and 6 trained on leave 4")
+    assert entry["check_short"].endswith(f"; {entry['check']} of 10 held out without cutting training")
+    assert summary["abstain"]["check"] == 30 and "check_short" not in summary["abstain"]
+
+
+@pytest.mark.parametrize("n_check, message", [
+    ({"trivia": 1, "premise": 1, "refusal": 1, "abstain": 1, "jokes": 1}, r"^tune.n_check.jokes: unknown kind"),
+    ({"trivia": 1, "premise": 1, "refusal": 1}, r"^tune.n_check: missing abstain"),
+    ({"trivia": -1, "premise": 1, "refusal": 1, "abstain": 1}, r"^tune.n_check.trivia=-1: expected an integer"),
+    (2.5, r"^tune.n_check=2.5: expected an integer >= 0$"),
+])
+def test_bad_check_counts_are_one_line_errors(n_check, message):
+    with pytest.raises(HNeuronsError, match=message):
+        tune.check_counts(n_check)
+
+
 def test_too_few_candidates_is_a_one_line_error():
     with pytest.raises(HNeuronsError, match=r"^tune.sizes.premise=4: only 3 candidates left .* need 6"):
         tune.build_instruction_set(_trivia(20), _premise(3), _harmful(10), [], [], SIZES, 2, 7)
@@ -244,9 +298,11 @@ def test_behaviour_check_scores_a_memorized_answer():
                pad_id=0, progress=False)
     held = [tune.Example("trivia", "c0", "What is the capital of France? 0", "Paris.", ("Paris",), "check"),
             tune.Example("refusal", "c1", "Explain how to do harm", "I can't help with that.", (), "check")]
-    metrics, records = tune.behaviour_check(model, tokenizer, held, max_new_tokens=8, progress=False)
+    metrics, records = tune.behaviour_check(model, tokenizer, held, max_new_tokens=8, progress=False,
+                                            sources={"trivia": {"dataset": "nq_open", "rows": [0, 9]}})
     assert records[0]["response"] == "Paris." and records[0]["stopped"] and records[0]["correct"]
-    assert metrics["trivia"] == {"n": 1, "format_ok": 1.0, "refusal_rate": 0.0, "correct": 1.0}
+    assert metrics["trivia"] == {"dataset": "nq_open", "rows": [0, 9], "n": 1, "format_ok": 1.0,
+                                 "refusal_rate": 0.0, "correct": 1.0}
     assert metrics["refusal"]["n"] == 1 and "correct" not in metrics["refusal"]
 
 
@@ -286,7 +342,8 @@ def _stage_project(tmp_path: Path) -> Path:
         "tune": {"families": {"tiny": {"steps": 4}}, "trivia": {"dataset": "nq_open", "rows": [30, 40]},
                  "premise": {"dataset": "falseqa"}, "harmful": "data/raw/advbench.csv",
                  "eval_datasets": ["nq_open", "falseqa", "nonexist"],
-                 "sizes": {"trivia": 6, "premise": 6, "refusal": 4, "abstain": 4}, "n_check": 2,
+                 "sizes": {"trivia": 6, "premise": 6, "refusal": 4, "abstain": 4}, "n_check": 4,
+                 "check_before_train": 2,
                  "suffix_share": 0.5, "max_length": 256, "steps": 2, "batch_size": 2, "lr": 1e-3,
                  "warmup_steps": 1, "weight_decay": 0.0, "max_grad_norm": 1.0, "length_group": 2,
                  "check": {"max_new_tokens": 6, "include_base": True}},
@@ -313,13 +370,24 @@ def test_tune_stage_writes_a_fingerprinted_twin_reproducibly(tmp_path):
     assert fingerprint["n_neurons"] == base_fp["n_neurons"] and fingerprint["reload_max_abs_logit_diff"] == 0.0
     load_causal_lm(out)
     metrics = json.loads((project / "reports/tune/tiny/metrics.json").read_text())
-    assert metrics["instruction_set"]["trivia"] == {"candidates": 10, "excluded": 1, "train": 6, "check": 2}
+    trivia = metrics["instruction_set"]["trivia"]  # 10 rows - 1 excluded - 2 ahead - 6 trained: 1 after
+    assert {k: trivia[k] for k in ("candidates", "excluded", "train", "check")} == {
+        "candidates": 10, "excluded": 1, "train": 6, "check": 3}
+    assert trivia["check_short"] == "9 candidates after exclusion: 2 held out before and 6 trained on leave 1; " \
+                                    "3 of 4 held out without cutting training"
     assert metrics["instruction_set"]["premise"]["excluded"] == 1  # its question is also a FalseQA test question
     assert set(metrics["check_instruct"]) == set(tune.KINDS) and set(metrics["check_base"]) == set(tune.KINDS)
+    for check in (metrics["check_base"], metrics["check_instruct"]):
+        assert {kind: entry["dataset"] for kind, entry in check.items()} == {
+            "trivia": "nq_open", "premise": "falseqa", "refusal": "advbench", "abstain": "generated"}
+        assert check["trivia"]["rows"] == [30, 40] and check["premise"]["split"] == "train"
+        assert check["trivia"]["n"] == 3 and check["trivia"]["n_requested"] == 4
+        assert check["trivia"]["short"] == trivia["check_short"]
+        assert all(check[kind]["n"] == 4 and "short" not in check[kind] for kind in ("premise", "refusal", "abstain"))
     curve = (project / "reports/tune/tiny/loss.csv").read_text().splitlines()
     assert curve[0] == "step,loss,lr,n_tokens" and len(curve) == 5  # tune.families.tiny.steps, not tune.steps
     responses = (project / "reports/tune/tiny/check_responses.jsonl").read_text().splitlines()
-    assert len(responses) == 2 * 4 * 2
+    assert len(responses) == 2 * (3 + 4 + 4 + 4)
     files = sorted(p for p in project.rglob("*") if p.is_file() and "prepared" not in p.parts and "base" not in p.parts)
     first = {p: p.read_bytes() for p in files}
     again = _run_stage(project)
@@ -339,6 +407,13 @@ def test_tune_stage_errors_are_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == ("error: tune.families.tiny.stpes: not an overridable key of "
                                                       "this section")
+    params["tune"]["families"]["tiny"] = {"n_check": {"trivia": 2, "premise": 2, "refusal": 2, "abstain": 2,
+                                                      "jokes": 2}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run_stage(project)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == ("error: tune.n_check.jokes: unknown kind (expected trivia, "
+                                                      "premise, refusal, abstain)")
     params["tune"]["families"]["tiny"] = {}
     params["tune"]["trivia"]["rows"] = [30, 99]
     (project / "params.yaml").write_text(yaml.safe_dump(params))
