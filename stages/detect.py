@@ -13,7 +13,7 @@ exclude) and ``data/prepared/<dataset>.parquet``. Writes
 - ``reports/detect/<family>/table1.csv`` and ``table1.png`` (paper Table 1 shape, ``detect.table_metric``);
 - ``data/detect/<family>/responses.parquet``: every response, its judgement and selection.
 
-One sample per question with ``detect.decoding`` (paper: T=1.0, top-k 50, top-p 0.9) under the
+One sample per question with ``detect.decoding.<dataset>`` (paper: T=1.0, top-k 50, top-p 0.9) under the
 chat template with ``sample.prompt``; seeds ``derived_seed(base.seed, "detect/<dataset>/<id>")``;
 completed generation batches are cached in ``<base.cache_dir>/detect/<family>/`` (resumable).
 Questions: TriviaQA rows not in the probe's train/validation splits; NQ-Open, BioASQ (rows with
@@ -68,13 +68,19 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
         elif n_questions["nq_open"] > nq_limit:
             raise HNeuronsError(f"{SECTION}.n_questions.nq_open={n_questions['nq_open']}: must be <= {nq_limit} "
                                 f"(NQ-Open rows from tune.trivia.rows[0] = {nq_limit} are the tune stage's)")
-    decoding = p("decoding")
-    fields = {"temperature", "top_k", "top_p", "max_new_tokens"}
-    if not isinstance(decoding, dict) or set(decoding) - fields:
-        raise HNeuronsError(f"{SECTION}.decoding: expected a mapping with keys among {', '.join(sorted(fields))}")
+    decoding, fields = p("decoding"), {"temperature", "top_k", "top_p", "max_new_tokens"}
+    if not isinstance(decoding, dict):
+        raise HNeuronsError(f"{SECTION}.decoding: expected a mapping dataset -> decoding settings")
+    settings = {}
+    for name in datasets:
+        spec = decoding.get(name)
+        if not isinstance(spec, dict) or set(spec) - fields:
+            raise HNeuronsError(f"{SECTION}.decoding.{name}: expected a mapping with keys among "
+                                f"{', '.join(sorted(fields))}")
+        settings[name] = DecodingSettings(n_samples=1, **spec).validate(f"{SECTION}.decoding.{name}")
     cfg = {"datasets": [d for d in DATASETS if d in datasets], "n_questions": n_questions,
            "min_per_class": min_per_class,
-           "decoding": DecodingSettings(n_samples=1, **decoding).validate(f"{SECTION}.decoding"),
+           "decoding": settings,
            "batch_size": p("batch_size"), "extract_batch_size": p("extract_batch_size"),
            "max_per_class": p("max_per_class"), "n_boot": p("n_boot"), "table_metric": p("table_metric"),
            "judge_fixtures": p("judge_fixtures"), "prompt": param(params, "sample.prompt"),
@@ -137,12 +143,13 @@ def judged_responses(model, tokenizer, name: str, questions: list[dict], cfg: di
     from hneurons.generate import chat_prompt_ids, generate_cached
     from hneurons.judge import select_balanced
 
-    limit = cfg["decoding"].max_new_tokens
+    decoding = cfg["decoding"][name]
+    limit = decoding.max_new_tokens
 
     def run_chunk(chunk: list[dict]) -> list[dict]:
         prompts = [chat_prompt_ids(tokenizer, cfg["prompt"].format(question=q["question"])) for q in chunk]
         seeds = [derived_seed(cfg["seed"], f"detect/{name}/{q['example_id']}") for q in chunk]
-        generated = generate_cached(model, tokenizer, prompts, cfg["decoding"], seeds, cfg["batch_size"],
+        generated = generate_cached(model, tokenizer, prompts, decoding, seeds, cfg["batch_size"],
                                     cfg["cache_dir"] / "detect", salt=salt, progress=False)
         rows = []
         for question, prompt, ids in zip(chunk, prompts, generated):
@@ -250,7 +257,7 @@ def main(argv: list[str]) -> None:
                  r["length"]["response_tokens"]["auroc"])
 
     metrics = {"family": family, "model_fingerprint": fingerprint, "n_h_neurons": int(probe.positive_.size),
-               "probe_dataset": cfg["probe_dataset"], "decoding": cfg["decoding"].as_dict(), "prompt": cfg["prompt"],
+               "probe_dataset": cfg["probe_dataset"], "decoding": {d: cfg["decoding"][d].as_dict() for d in cfg["datasets"]}, "prompt": cfg["prompt"],
                "span_rule": meta["span_rule"], "region_variant": meta["region_variant"], "readout": meta["readout"],
                "table_metric": cfg["table_metric"], "judge_agreement": agreement, "datasets": results}
     report_dir, data_dir = Path(f"reports/detect/{family}"), Path(f"data/detect/{family}")

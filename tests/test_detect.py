@@ -263,7 +263,8 @@ def _workspace(tmp_path: Path, datasets: list[str]) -> Path:
         "detect": {"families": {"tiny": {}}, "datasets": datasets,
                    "n_questions": {"triviaqa": 12, "nq_open": 14, "bioasq": 14, "nonexist": 10},
                    "min_per_class": {"triviaqa": None, "nq_open": None, "bioasq": None, "nonexist": None},
-                   "decoding": {"temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 8},
+                   "decoding": {d: {"temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 8}
+                                for d in ("triviaqa", "nq_open", "bioasq", "nonexist")},
                    "batch_size": 8, "extract_batch_size": 4, "max_per_class": None, "n_boot": 50,
                    "table_metric": "accuracy", "judge_fixtures": "fixtures"},
     }
