@@ -11,7 +11,8 @@ FalseQA train label-1 rows of ``tune.premise.dataset`` and the AdvBench CSV
 ``tune.harmful``. Writes
 
 - ``models/llm/<family>/instruct/`` (HF format + fingerprint.json; its source
-  records the base fingerprint, the instruction-set hash and the settings);
+  records the base fingerprint, the hash of the training examples (not of the
+  check items) and the settings);
 - ``data/tune/<family>/instructions.parquet`` (the instruction set, train + check);
 - ``reports/tune/<family>/``: ``metrics.json`` (instruction-set counts, final loss,
   behaviour check of the twin and, with ``tune.check.include_base``, of the base
@@ -36,6 +37,7 @@ import csv  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -44,7 +46,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from hneurons import tune  # noqa: E402
 from hneurons.errors import HNeuronsError  # noqa: E402
-from hneurons.io import sha256_file, write_json, write_parquet, write_text  # noqa: E402
+from hneurons.io import dumps_json, sha256_bytes, write_json, write_parquet, write_text  # noqa: E402
 from hneurons.materialize import read_fingerprint, save_model_dir  # noqa: E402
 from hneurons.models import load_causal_lm  # noqa: E402
 from stages._common import family_params, load_params, param, run, setup_torch  # noqa: E402
@@ -203,7 +205,7 @@ def main(argv: list[str]) -> None:
                        "mean_last_20": sum(c["loss"] for c in tail) / len(tail)}
 
     source = {"kind": "tune", "family": family, "base_fingerprint": base_fp["fingerprint"],
-              "instructions_sha256": sha256_file(data_dir / "instructions.parquet"),
+              "train_set_sha256": sha256_bytes(dumps_json([asdict(e) for e in train_set])),
               "settings": cfg["settings"].__dict__ | {"max_length": cfg["max_length"]}}
     fingerprint = save_model_dir(model, tokenizer, out_dir, source, cfg["dtype"], where=f"tune@{family}")
     metrics["instruct_fingerprint"] = fingerprint["fingerprint"]

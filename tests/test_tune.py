@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -15,7 +16,7 @@ import yaml
 from hneurons import tune
 from hneurons.data import schema_for
 from hneurons.errors import HNeuronsError
-from hneurons.io import write_parquet
+from hneurons.io import dumps_json, sha256_bytes, write_parquet
 from hneurons.judge import is_refusal
 from hneurons.materialize import materialize
 from hneurons.models import load_causal_lm
@@ -367,6 +368,9 @@ def test_tune_stage_writes_a_fingerprinted_twin_reproducibly(tmp_path):
     base_fp = json.loads((project / "models/llm/tiny/base/fingerprint.json").read_text())
     assert fingerprint["source"]["kind"] == "tune" and fingerprint["source"]["base_fingerprint"] == base_fp["fingerprint"]
     assert fingerprint["weights_sha256"] != base_fp["weights_sha256"]
+    instructions = pq.read_table(project / "data/tune/tiny/instructions.parquet").to_pylist()
+    train = [{**row, "answers": tuple(row["answers"])} for row in instructions if row["split"] == "train"]
+    assert fingerprint["source"]["train_set_sha256"] == sha256_bytes(dumps_json(train))  # check items excluded
     assert fingerprint["n_neurons"] == base_fp["n_neurons"] and fingerprint["reload_max_abs_logit_diff"] == 0.0
     load_causal_lm(out)
     metrics = json.loads((project / "reports/tune/tiny/metrics.json").read_text())
