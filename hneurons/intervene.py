@@ -151,18 +151,6 @@ def is_decoding_step(args: tuple, kwargs: dict) -> bool:
     return False
 
 
-def random_neuron_sets(exclude: np.ndarray, n_features: int, seeds: Sequence[int]) -> list[np.ndarray]:
-    """One random set per seed, each as large as ``exclude`` (the H-Neurons) and disjoint from it.
-
-    Uniform over all ``n_features`` flat neurons outside ``exclude``
-    (hneurons.probe.draw_random_neurons with numpy default_rng(seed)); sorted int64[k] each.
-    """
-    from hneurons.probe import draw_random_neurons
-
-    exclude = np.asarray(exclude, dtype=np.int64)
-    return [draw_random_neurons(n_features, exclude, exclude.size, np.random.default_rng(int(seed))) for seed in seeds]
-
-
 def layer_matched_neuron_sets(exclude: np.ndarray, n_layers: int, d_ffn: int, seeds: Sequence[int]) -> list[np.ndarray]:
     """One layer-matched random set per seed: as many neurons in each layer as ``exclude`` (the
     H-Neurons) has there, drawn uniformly from that layer's other neurons (so disjoint from it).

@@ -12,7 +12,11 @@ tests/fixtures/intervene/*.jsonl. Writes
 - data/intervene/<family>/judgements.parquet: one verdict per item and condition;
 - reports/intervene/<family>/metrics.json, compliance.csv (long format, DVC plot),
   capability.csv, compliance.png (one panel per benchmark, H-Neurons vs random),
-  capability.png.
+  capability.png, effects_by_alpha.csv and effect_slopes.csv (H-Neurons minus the
+  layer-matched random sets as paired per-item differences, item-cluster bootstrap CIs).
+
+Sycophancy and capability items can be screened (``intervene.screen``): their counts
+are items the unchanged model answers correctly (hneurons.screening).
 """
 
 from __future__ import annotations
@@ -295,7 +299,7 @@ def main(argv: list[str]) -> None:
 
     from hneurons import sweep
     from hneurons.compliance import DISPLAY_NAMES
-    from hneurons.intervene import random_neuron_sets
+    from hneurons.intervene import layer_matched_neuron_sets
     from hneurons.io import csv_text, jsonable, read_json, write_json, write_parquet, write_text
     from hneurons.models import ffn_shape, load_causal_lm
     from hneurons.screening import screen_known
@@ -314,7 +318,7 @@ def main(argv: list[str]) -> None:
     h = h_neurons(family, n_layers, d_ffn)
     seeds = [derived_seed(cfg["seed"], f"intervene/random/{i}") for i in range(cfg["n_random_sets"])]
     sets = {("h_neurons", 0): sweep.NeuronSet("h_neurons", 0, tuple(int(i) for i in h))}
-    for i, flat in enumerate(random_neuron_sets(h, n_layers * d_ffn, seeds)):
+    for i, flat in enumerate(layer_matched_neuron_sets(h, n_layers, d_ffn, seeds)):
         sets[("random", i)] = sweep.NeuronSet("random", i, tuple(int(j) for j in flat))
     plan = [(s, cfg["alphas"] if s.name == "h_neurons" else cfg["random_alphas"]) for s in sets.values()]
     config = sweep.SweepConfig(settings=cfg["settings"], batch_size=cfg["batch_size"],
@@ -350,17 +354,23 @@ def main(argv: list[str]) -> None:
     rates = sweep.rate_table(bench_rows, cfg["n_boot"], cfg["seed"])
     rates_by_set = sweep.rate_table(bench_rows, cfg["n_boot"], cfg["seed"], by_set=True)
     per_bench = sweep_metrics(rates, rates_by_set, cfg)
+    effects, effect_slopes = sweep.paired_effects(bench_rows, cfg["n_boot"], cfg["seed"])
+    write_text(report_dir / "effects_by_alpha.csv", csv_text(effects, float_format="%.6g"))
+    write_text(report_dir / "effect_slopes.csv", csv_text(effect_slopes, float_format="%.6g"))
     columns = ["benchmark", "neurons", "alpha", "compliance", "ci_lo", "ci_hi", "n", "n_parsed",
                "compliance_parsed", "parse_failure_rate"]
     write_rates(rates, report_dir / "compliance.csv", columns)
-    title = f"{family}: {h.size} H-Neurons vs {len(sets) - 1} random sets (pooled), positions={cfg['positions']}"
+    title = (f"{family}: {h.size} H-Neurons vs {len(sets) - 1} layer-matched random sets (pooled), "
+             f"positions={cfg['positions']}")
     plot_panels(rates, cfg["benchmarks"], "compliance rate (%)", report_dir / "compliance.png", title)
     metrics: dict[str, Any] = {
         "family": family, "n_h_neurons": int(h.size), "n_random_sets": len(sets) - 1, "positions": cfg["positions"],
         "alphas": cfg["alphas"], "random_alphas": cfg["random_alphas"], "units": "percent; slopes in pp per unit alpha",
         "items": {b: len(v) for b, v in items.items()}, "screened": screened, "judges": {b: judges.name(v[0]) for b, v in items.items()
                                                                    if b != "triviaqa"},
+        "random_sets": "layer-matched (as many neurons per layer as the H-Neurons, disjoint from them)",
         "benchmarks": per_bench, "mean_slope": mean_slopes(per_bench, cfg["benchmarks"]),
+        "paired_effects": {"by_alpha": effects.to_dict("records"), "slopes": effect_slopes.to_dict("records")},
         "judge_validation": fixture_agreement(cfg["benchmarks"]),
         "display_names": {b: n for b, n in DISPLAY_NAMES.items() if b in items},
         "decoding": meta["decoding"],
@@ -378,6 +388,9 @@ def main(argv: list[str]) -> None:
     plot_panels(capability, ["triviaqa"], "greedy accuracy (%)", report_dir / "capability.png",
                 f"{family}: capability cost, held-out TriviaQA (rule judge)")
     metrics["capability"] = sweep_metrics(capability, capability_by_set, cfg)["triviaqa"]
+    cap_effects, cap_slopes = sweep.paired_effects(cap_rows, cfg["n_boot"], cfg["seed"])
+    metrics["capability"]["paired_effects"] = {"by_alpha": cap_effects.to_dict("records"),
+                                               "slopes": cap_slopes.to_dict("records")}
     write_json(report_dir / "metrics.json", jsonable(metrics))
     for bench, entry in per_bench.items():
         log.info("%s/%s: endpoint slope H %.2f pp/alpha, random %s", family, bench,

@@ -155,18 +155,6 @@ def test_response_only_leaves_prompt_logits_unchanged_and_scales_generated_token
     assert everywhere != response_only
 
 
-def test_random_neuron_sets_match_size_avoid_h_and_are_seeded():
-    from hneurons.intervene import random_neuron_sets
-
-    h = np.array([3, 50, 51, 700])
-    sets = random_neuron_sets(h, 1000, [1, 2, 3])
-    assert [s.size for s in sets] == [4, 4, 4]
-    assert all(not set(s) & set(h) for s in sets)
-    assert len({tuple(s) for s in sets}) == 3
-    again = random_neuron_sets(h, 1000, [1, 2, 3])
-    assert all(np.array_equal(a, b) for a, b in zip(sets, again))
-
-
 def test_layer_matched_sets_copy_the_h_neurons_layer_counts_and_the_probe_baseline():
     from hneurons.intervene import layer_matched_neuron_sets
     from hneurons.probe import random_baselines
@@ -369,6 +357,26 @@ def _probe(project: Path, n_features: int, positive: bool = True) -> None:
     save_probe(probe, project / "models/probe/tiny")
 
 
+def _answerable_trivia(path: Path, model_dir: Path) -> None:
+    """Odd TriviaQA rows get the tiny model's own greedy capability answer as their alias (known at alpha 1)."""
+    import pyarrow.parquet as pq
+
+    from hneurons.data import schema_for
+    from hneurons.generate import DecodingSettings, chat_prompt_ids, generate
+    from hneurons.io import write_parquet
+    from hneurons.models import load_causal_lm
+
+    rows = pq.read_table(path).to_pylist()
+    model, tok = load_causal_lm(model_dir)
+    prompt = "{question} Respond with the answer only, without any explanation."
+    prompts = [chat_prompt_ids(tok, prompt.format(question=r["question"].strip())) for r in rows]
+    outputs = generate(model, tok, prompts, DecodingSettings(temperature=0, max_new_tokens=5), None, batch_size=16)
+    for i, (row, ids) in enumerate(zip(rows, outputs)):
+        if i % 2:
+            row["answers"] = [tok.decode(ids, skip_special_tokens=True).strip()]
+    write_parquet(path, pa.Table.from_pylist(rows, schema=schema_for("triviaqa")))
+
+
 def _project(tmp_path: Path, tiny_model_dir: Path, positive: bool = True, **overrides) -> Path:
     from hneurons.io import write_parquet
     from hneurons.materialize import materialize
@@ -376,6 +384,7 @@ def _project(tmp_path: Path, tiny_model_dir: Path, positive: bool = True, **over
     project = tmp_path / "project"
     materialize({"kind": "path", "path": str(tiny_model_dir)}, project / "models/llm/tiny/instruct", tmp_path / "mcache")
     _prepared(project / "data/prepared")
+    _answerable_trivia(project / "data/prepared/triviaqa.parquet", tiny_model_dir)
     _probe(project, 2 * 48, positive)
     ids = [f"tq_{i:03d}" for i in range(12)]
     write_parquet(project / "data/samples/tiny/triviaqa.parquet",
@@ -388,12 +397,13 @@ def _project(tmp_path: Path, tiny_model_dir: Path, positive: bool = True, **over
         "intervene": {"families": {"tiny": {}}, "benchmarks": ["falseqa", "faitheval_style", "sycophancy", "jailbreak"],
                       "alphas": [0, 1, 3], "random_alphas": [0, 1], "n_random_sets": 2, "positions": "all",
                       "n_items": {"falseqa": 3, "faitheval_style": 3, "sycophancy": 4, "jailbreak": 3},
+                      "screen": ["triviaqa"],
                       "decoding": {"falseqa": greedy, "faitheval_style": greedy,
                                    "sycophancy": {"open": {"temperature": 0.7, "top_k": 50, "top_p": 0.95,
                                                            "max_new_tokens": 5}, "mc": greedy},
                                    "jailbreak": {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "max_new_tokens": 5}},
                       "sycophancy_categories": ["trivia_qa", "aqua"],
-                      "capability": {"n_questions": 4, "decoding": greedy},
+                      "capability": {"n_questions": 2, "decoding": greedy},
                       "batch_size": 8, "n_boot": 50, "judge": {"falseqa": "rule"}},
     }
     for dotted, value in overrides.items():
@@ -421,7 +431,11 @@ def test_intervene_stage_outputs_are_complete_reproducible_and_resumable(tmp_pat
     report = project / "reports/intervene/tiny"
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["n_random_sets"] == 2 and metrics["n_h_neurons"] >= 2
-    assert metrics["items"] == {"falseqa": 3, "faitheval_style": 3, "sycophancy": 4, "jailbreak": 3, "triviaqa": 4}
+    assert metrics["items"] == {"falseqa": 3, "faitheval_style": 3, "sycophancy": 4, "jailbreak": 3, "triviaqa": 2}
+    # capability items are screened: the unchanged model answers them correctly (odd ids have answerable aliases)
+    screen = metrics["screened"]["triviaqa"]
+    assert screen["kept"] == 2 and screen["reached"] and screen["pool"] == 6
+    assert screen["correct"] >= 2 and screen["screened"] == screen["correct"] + screen["wrong"] + screen["unparsed"]
     assert metrics["display_names"]["faitheval_style"] == "FaithEval-style (stand-in)"
     csv = pd.read_csv(report / "compliance.csv")
     assert list(csv.columns[:8]) == ["benchmark", "neurons", "alpha", "compliance", "ci_lo", "ci_hi", "n", "n_parsed"]
@@ -431,6 +445,14 @@ def test_intervene_stage_outputs_are_complete_reproducible_and_resumable(tmp_pat
     assert rnd["alpha"].tolist() == [0, 1] and (rnd["n"] == 3).all()          # two sets pooled, n counts items
     assert (csv["ci_lo"] <= csv["compliance"] + 1e-9).all() and (csv["compliance"] <= csv["ci_hi"] + 1e-9).all()
     assert set(metrics["benchmarks"]["falseqa"]["h_neurons"]["slope_pp_per_alpha"]) == {"endpoint", "ols"}
+    effects = pd.read_csv(report / "effects_by_alpha.csv")
+    falseqa = effects[(effects["benchmark"] == "falseqa") & (effects["outcome"] == "compliance")]
+    assert falseqa["alpha"].tolist() == [0, 1] and (falseqa["n"] == 3).all()   # alphas of both H and random
+    assert np.allclose(falseqa["diff_pp"], falseqa["h_pp"] - falseqa["random_pp"])
+    assert falseqa.loc[falseqa["alpha"] == 1, "diff_pp"].tolist() == [0.0]          # alpha 1: the same model
+    slopes_csv = pd.read_csv(report / "effect_slopes.csv")
+    assert {"h_neurons", "random", "h_minus_random"} <= set(slopes_csv["quantity"])
+    assert len(metrics["paired_effects"]["by_alpha"]) == len(effects)
     assert len(metrics["benchmarks"]["falseqa"]["random"]["per_set_slopes"]) == 2
     generations = pd.read_parquet(project / "data/intervene/tiny/generations.parquet")
     assert set(generations["benchmark"]) == {"falseqa", "faitheval_style", "sycophancy", "jailbreak", "triviaqa"}
@@ -442,6 +464,10 @@ def test_intervene_stage_outputs_are_complete_reproducible_and_resumable(tmp_pat
     assert len(set(map(str, by_set.values()))) == 1
     capability = pd.read_csv(report / "capability.csv")
     assert set(capability["neurons"]) == {"h_neurons", "random"} and (capability["n"] > 0).all()
+    h_cap = capability[(capability["neurons"] == "h_neurons") & (capability["alpha"] == 1)]
+    assert h_cap["accuracy"].tolist() == [100.0]                               # known at alpha 1 by construction
+    cap_ids = set(generations.loc[generations["benchmark"] == "triviaqa", "example_id"])
+    assert all(int(i[-3:]) % 2 == 1 for i in cap_ids)                          # only answerable questions kept
     assert not set(generations.loc[generations["benchmark"] == "triviaqa", "example_id"]) & \
         {f"tq_{i:03d}" for i in range(6)}                                      # probe train/validation held out
     for png in ("compliance.png", "capability.png"):
