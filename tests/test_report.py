@@ -144,9 +144,10 @@ def write_family(root: Path, family: str, *, detect=True, intervene=True, origin
 
         rng = np.random.default_rng(0)
         table = DriftTable.from_drifts(rng.random(600), rng.random(600), 100)
-        drift = drift_report(table, np.arange(0, 600, 50), [1, 2, 3])
+        drift = drift_report(table, np.arange(0, 600, 50), [1, 2, 3], [4, 5, 6])
         for scope in ("global", "per_layer"):
-            drift[scope]["random"].pop("runs")
+            for kind in ("random", "random_layer_matched"):
+                drift[scope][kind].pop("runs", None)
         transfer = {"triviaqa": {"n_correct": 40, "n_wrong": 90, "n_refusal": 20, "n": 80, "auroc": 0.7, "auroc_ci95": [0.6, 0.8],
                                  "random_neurons": {"auroc": mean_sd([0.5, 0.55])}},
                     "nq_open": {"n": 10, "auroc": None, "note": "fewer than two classes after balancing"},
@@ -194,6 +195,9 @@ def test_report_renders_every_section_next_to_the_paper(tmp_path):
     assert "| bioasq_gpt4o | GPT-4o verdicts | 800 | 90.0 | 0.78 | faithful 250/280 |" in md
     # intervention: slopes in pp per alpha (0.05 per alpha = 5 pp), the stand-in named, paper slope column
     assert "| falseqa | h_neurons |" in md and "+5.00 / +5.00" in md and "faitheval_style (stand-in" in md
+    # origin: drift significance from the random sets first (empirical p), Welch second
+    drift_row = [line for line in md.splitlines() if line.startswith("| global z-score")][0].split(" | ")
+    assert drift_row[3].endswith("(3 sets)") and drift_row[3].startswith("p = ") and drift_row[5].startswith("p = ")
     # origin: drift and transfer with CI, a one-class dataset's note
     assert "| TriviaQA | 40/90/20 | 80 | 70.0 [60.0, 80.0] | 52.5 ± 3.5 |" in md
     assert "fewer than two classes after balancing" in md
