@@ -26,36 +26,149 @@ import math
 import os
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from hneurons.errors import HNeuronsError
 
-_NORMALIZE_RE = re.compile(r"[^\w\s]")
 _WORD_RE = re.compile(r"[^\W_]+")
 ARTICLES = frozenset(("a", "an", "the"))
 
 
-def normalize(text: str) -> str:
-    """Lowercase, drop punctuation and articles, collapse whitespace (SQuAD/TriviaQA style)."""
-    text = _NORMALIZE_RE.sub(" ", text.lower().replace("_", " "))
-    return " ".join(word for word in text.split() if word not in ARTICLES)
+# Contraction endings after an apostrophe: dropped, except n't, read as "not" ("That's" -> "that", never "that s").
+_CONTRACTIONS = frozenset(("s", "t", "re", "ll", "d", "ve", "m"))
+_APOSTROPHES = "'\u2019\u2018"
+_NUMBER_UNIT_RE = re.compile(r"(\d+)([^\W\d_]{3,})")
 
 
 def normalized_words(text: str) -> list[tuple[str, int, int]]:
     """Words of ``normalize(text)`` with the [start, end) char span of each in ``text``.
 
-    Joining the words with single spaces gives ``normalize(text)`` (up to the rare
-    characters whose lowercase form changes length).
+    Lowercase, ``_`` and punctuation split words, articles a/an/the dropped; a
+    contraction ending after an apostrophe ('s, 't, 're, 'll, 'd, 've, 'm) is dropped,
+    except "n't", which becomes "not" ("isn't" -> "isn not"), so "That's" never yields
+    a one-letter word "s"; a number glued to a word of 3+ letters is split ("1percent").
+    Joining the words with single spaces gives ``normalize(text)``.
     """
     out = []
     for match in _WORD_RE.finditer(text):
-        for word in normalize(match.group()).split():
-            out.append((word, match.start(), match.end()))
+        start, word = match.start(), match.group().lower()
+        if start >= 2 and text[start - 1] in _APOSTROPHES and text[start - 2].isalpha() and word in _CONTRACTIONS:
+            if word == "t" and text[start - 2] in "nN":
+                out.append(("not", start, match.end()))
+            continue
+        glued = _NUMBER_UNIT_RE.fullmatch(word)
+        if glued:  # "1percent" -> "1 percent"
+            cut = start + len(glued.group(1))
+            out += [(glued.group(1), start, cut), (glued.group(2), cut, match.end())]
+        elif word not in ARTICLES:
+            out.append((word, start, match.end()))
     return out
 
 
+def normalize(text: str) -> str:
+    """Lowercase, drop punctuation, articles and contraction endings, collapse whitespace (SQuAD/TriviaQA style)."""
+    return " ".join(word for word, _, _ in normalized_words(text))
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60",
+                                                      "seventy": "70", "eighty": "80", "ninety": "90"}
+del _NUMBER_WORDS["one"]  # "one of the ..." is no number
+_ORDINAL_WORDS = {w: f"#{i}" for i, w in enumerate(
+    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth "
+    "fifteenth sixteenth seventeenth eighteenth nineteenth twentieth".split(), start=1)}
+_ORDINAL_RE = re.compile(r"(\d+)(?:st|nd|rd|th)")
+
+
+def _canon(word: str) -> str:
+    """A normalized word as the rule judge compares it: number words as digits ("five" = "5"),
+    ordinals as #n ("fifth" = "5th"), plurals singular ("rhinos" = "rhino")."""
+    if word in _NUMBER_WORDS:
+        return _NUMBER_WORDS[word]
+    if word in _ORDINAL_WORDS:
+        return _ORDINAL_WORDS[word]
+    ordinal = _ORDINAL_RE.fullmatch(word)
+    if ordinal:
+        return f"#{int(ordinal.group(1))}"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")) and not word.isdigit():
+        if word.endswith("ies") and len(word) > 4:
+            return word[:-3] + "y"
+        if word.endswith(("sses", "ches", "shes", "xes")):
+            return word[:-2]
+        return word[:-1]
+    return word
+
+
+def _match_all(words: list[tuple[str, int, int]], alias: str) -> list[tuple[int, int]]:
+    """(first word index, n words) of every whole-word occurrence of ``alias`` in ``words``.
+
+    Words are compared by :func:`_canon`, and spaces inside the alias or the response
+    are ignored as long as both ends fall on word boundaries ("New York" = "newyork",
+    "Spider-Man" = "Spiderman", "Thegetaway" = "The Getaway").
+    """
+    target = "".join(_canon(w) for w, _, _ in normalized_words(alias or ""))
+    if not target:
+        return []
+    tokens = [_canon(w) for w, _, _ in words]
+    out = []
+    for i in range(len(tokens)):
+        # a leading article glued to the first word counts as dropped ("Thegetaway" = "The Getaway")
+        for acc in {tokens[i]} | ({tokens[i][3:]} if tokens[i].startswith("the") and len(tokens[i]) >= 7 else set()):
+            for j in range(i, len(tokens)):
+                if j > i:
+                    acc += tokens[j]
+                if acc == target:
+                    out.append((i, j - i + 1))
+                if len(acc) >= len(target) or not target.startswith(acc):
+                    break
+    return sorted(set(out))
+
+
+def _match(words: list[tuple[str, int, int]], alias: str) -> tuple[int, int] | None:
+    """(first word index, n words) of the first whole-word occurrence of ``alias`` in ``words``."""
+    found = _match_all(words, alias)
+    return found[0] if found else None
+
+
 _CHOICE_RE = re.compile(r"\bor\b", re.IGNORECASE)
+_CLAUSE_RE = re.compile(r"[?!;:]|\s[-\u2013\u2014]\s|\.(?:\s|$)")
+_LIST_COMMA_RE = re.compile(r",(?!\d)")
+
+
+def choice_options(question: str) -> list[list[str]]:
+    """Options of an "X or Y" / "X, Y or Z" question as normalized word lists ([] without "or").
+
+    The clause holding the last "or" is split at commas and that "or"; the first option,
+    which carries the question's stem ("... in the USA double, triple or quadruple"), keeps
+    as many last words as the longest other option. Stems can leave a junk option ("born
+    first" in "Who was born first, X or Y"); it only matters when a response names it.
+    """
+    found = list(_CHOICE_RE.finditer(question))
+    if not found:
+        return []
+    last = found[-1]
+    left = _CLAUSE_RE.split(question[:last.start()])[-1]
+    right = _LIST_COMMA_RE.split(_CLAUSE_RE.split(question[last.end():])[0])[0]
+    pieces = [p for p in _LIST_COMMA_RE.split(left) if normalize(p)] + [right]
+    options = [[w for w, _, _ in normalized_words(p)] for p in pieces]
+    options = [o for o in options if o]
+    if len(options) < 2:
+        return []
+    keep = max(len(o) for o in options[1:])
+    options[0] = options[0][-keep:]
+    return options
+
+
+def _either_or(question: str, aliases: Sequence[str]) -> tuple[list[list[str]], list[list[str]]] | None:
+    """(right options, other options) when an option of the question is an alias, else None."""
+    options = choice_options(question)
+    right = [o for o in options if any(_match([(w, 0, 0) for w in o], alias) for alias in aliases)]
+    if not right:
+        return None
+    return right, [o for o in options if o not in right]
 
 
 def answer_aliases(question: str, aliases: Sequence[str]) -> list[str]:
@@ -64,42 +177,76 @@ def answer_aliases(question: str, aliases: Sequence[str]) -> list[str]:
     TriviaQA alias lists hold phrases from the question ("capital of Kenya" for
     Nairobi, a character's name for the series); a small model that parrots the
     question would otherwise be judged correct ("The capital of Sierra Leone is
-    Kisena."). Exception: an either/or question (it contains "or") names its own
-    answer, so its aliases are all kept; so are they when every alias is in the question.
+    Kisena."). Exception: an either/or question (an alias is one of its options,
+    :func:`choice_options`) names its own answer, so its aliases are all kept (the
+    judge then asks that the response choose it, see :func:`find_alias`); so are they
+    when every alias is in the question.
     """
-    if _CHOICE_RE.search(question):
+    if _either_or(question, aliases):
         return list(aliases)
-    kept = [alias for alias in aliases if _match(normalized_words(question), alias) is None]
+    words = normalized_words(question)
+    kept = [alias for alias in aliases if _match(words, alias) is None]
     return kept or list(aliases)
 
 
-def _match(words: list[tuple[str, int, int]], alias: str) -> tuple[int, int] | None:
-    """(first word index, n words) of the first whole-word occurrence of ``alias`` in ``words``."""
-    target = normalize(alias or "").split()
-    if not target:
-        return None
-    tokens = [w for w, _, _ in words]
-    n = len(target)
-    for index in range(len(tokens) - n + 1):
-        if tokens[index:index + n] == target:
-            return index, n
-    return None
+# A match does not count when the clause says it is not the answer: a cue within the three words
+# before it ("not Y", "unlike Y", "rather than Y", "instead of Y") or "Y is not correct / right" after it.
+_NEGATION_CUES = frozenset(("not", "never", "unlike", "nor", "neither", "except", "instead", "rather", "no"))
+_NOT_NEGATING = frozenset(("only", "just", "merely", "also"))
+_WRONG_AFTER = ("not correct", "not right", "not answer", "incorrect", "wrong", "not it")
+_CLAUSE_BREAK_RE = re.compile(r"[.,;:!?()\[\]\"\u201c\u201d]|\s[-\u2013\u2014]\s")
+
+
+def _negated(text: str, words: list[tuple[str, int, int]], first: int, n: int, asked: frozenset[str]) -> bool:
+    """True when words[first:first + n] are negated in their clause: a cue (_NEGATION_CUES) within
+    the three words before, or "is not correct / right / the answer", "is not <a question word>",
+    "is incorrect / wrong" right after."""
+    for back in range(1, 4):
+        k = first - back
+        if k < 0 or _CLAUSE_BREAK_RE.search(text[words[k][2]:words[k + 1][1]]):
+            break
+        if words[k][0] in _NEGATION_CUES and not (k + 1 < first and words[k + 1][0] in _NOT_NEGATING):
+            return True
+    end = first + n
+    if end < len(words) and words[end][0] in ("is", "was", "are", "were", "isn", "wasn", "aren", "weren") \
+            and not _CLAUSE_BREAK_RE.search(text[words[end - 1][2]:words[end][1]]):
+        after = [w for w, _, _ in words[end + 1:end + 3]]
+        joined = " ".join(after)
+        return any(joined.startswith(cue) for cue in _WRONG_AFTER) or (
+            len(after) == 2 and after[0] == "not" and after[1] in asked)
+    return False
 
 
 def find_alias(response: str, aliases: Sequence[str], question: str | None = None) -> tuple[int, int] | None:
     """Char span [start, end) in ``response`` of the first whole-word alias match, or None.
 
-    Aliases are normalized like the response; among matches the earliest start
-    wins, then the longest. Aliases that normalize to nothing are ignored. With
-    ``question``, only :func:`answer_aliases` count (what the rule judge uses).
+    Aliases are normalized like the response (:func:`_match_all`); among matches the
+    earliest start wins, then the longest. Aliases that normalize to nothing are ignored.
+    With ``question`` (what the rule judge uses): only :func:`answer_aliases` count,
+    negated matches are skipped (:func:`_negated`: "it is not Y, it is Z", "unlike Y"),
+    and for an either/or question the first option the response names must be a right one
+    and the response must not offer two options joined by "or" ("X or Y").
     """
-    if question is not None:
-        aliases = answer_aliases(question, aliases)
     words = normalized_words(response)
-    matches = [m for m in (_match(words, alias) for alias in aliases) if m is not None]
+    choice, asked = None, frozenset()
+    if question is not None:
+        choice = _either_or(question, aliases)
+        aliases = answer_aliases(question, aliases)
+        asked = frozenset(w for w, _, _ in normalized_words(question))
+    matches = [m for alias in aliases for m in _match_all(words, alias)]
+    if question is not None:
+        matches = [m for m in matches if not _negated(response, words, *m, asked)]
     if not matches:
         return None
     first, n = min(matches, key=lambda m: (m[0], -m[1]))
+    if choice is not None:
+        right, other = choice
+        named = [m for o in other for m in _match_all(words, " ".join(o)) if not _negated(response, words, *m, asked)]
+        if any(m[0] < first for m in named):
+            return None
+        tokens = [w for w, _, _ in words]
+        if any("or" in tokens[min(first, m[0]):max(first, m[0])] for m in named):
+            return None
     return words[first][1], words[first + n - 1][2]
 
 
@@ -139,15 +286,424 @@ class Judge(Protocol):
     def judge(self, question: str, response: str, aliases: Sequence[str]) -> Judgement: ...
 
 
+def refusal_outside(response: str, span: tuple[int, int] | None) -> bool:
+    """:func:`is_refusal` of the response with the alias match blanked out.
+
+    A refusal phrase inside the matched title ("I'm Sorry I Haven't a Clue", "No Such Thing
+    as a Fish") is no refusal; a response that is only the alias is none either.
+    """
+    if span is None:
+        return is_refusal(response)
+    rest = response[:span[0]] + " " + response[span[1]:]
+    return bool(_WORD_RE.search(rest)) and is_refusal(rest)
+
+
 class RuleJudge:
-    """Correct iff an answer alias (:func:`answer_aliases`) occurs as whole words in the response, no refusal."""
+    """Correct iff an answer alias is named (:func:`find_alias` with the question) and the response is no refusal.
+
+    Refusal phrases inside the matched alias do not count (:func:`refusal_outside`).
+    """
 
     name = "rule"
 
     def judge(self, question: str, response: str, aliases: Sequence[str]) -> Judgement:
-        refusal = is_refusal(response)
         span = find_alias(response, aliases, question)
+        refusal = refusal_outside(response, span)
         return Judgement(correct=span is not None and not refusal, refusal=refusal, span=span, judge=self.name)
+
+
+# ---------------------------------------------------------------- BioASQ rule judge
+
+_GREEK = {"α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta", "ε": "epsilon", "ζ": "zeta", "η": "eta",
+          "θ": "theta", "κ": "kappa", "λ": "lambda", "μ": "mu", "ν": "nu", "ξ": "xi", "π": "pi", "ρ": "rho",
+          "σ": "sigma", "τ": "tau", "φ": "phi", "χ": "chi", "ψ": "psi", "ω": "omega"}
+_GREEK_RE = re.compile("|".join(_GREEK))
+_GREEK_NAMES = frozenset(_GREEK.values())
+_BIO_STOP = frozenset(("of", "in", "and", "or", "to", "for", "by", "with", "on", "at", "from", "as", "its", "their"))
+# Words skipped when an acronym is spelled out ("PCSK9" = proprotein convertase subtilisin/kexin type 9),
+# and words it may leave out unless they come last ("PD-1" = programmed cell death 1 / programmed death receptor 1).
+_ACRONYM_SKIP = _BIO_STOP | {"type"}
+_ACRONYM_INNER = frozenset(("receptor", "cell", "protein"))
+_AMINO_ACIDS = {"alanine": "ala", "arginine": "arg", "asparagine": "asn", "aspartate": "asp", "cysteine": "cys",
+                "glutamine": "gln", "glutamate": "glu", "glycine": "gly", "histidine": "his", "isoleucine": "ile",
+                "leucine": "leu", "lysine": "lys", "methionine": "met", "phenylalanine": "phe", "proline": "pro",
+                "serine": "ser", "threonine": "thr", "tryptophan": "trp", "tyrosine": "tyr", "valine": "val"}
+_SUFFIX_RE = re.compile(r"(?<=[a-z]{4})(?:ated|ation|ate|ion|ory|ing|ed)$")
+
+
+def _bio_stem(word: str) -> str:
+    """Spelling variants folded together: plurals, British -our/-ae-/-oe-/-ise/-lling, -viridae =
+    -virus, the endings -ated/-ation/-ate/-ion/-ory/-ing/-ed ("acetylated" = "acetyl", "shunting" =
+    "shunt", "inhibitory" = "inhibit") and amino acids by their three-letter codes ("serine" = "ser")."""
+    if word.isdigit() or len(word) <= 3 or any(c.isdigit() for c in word):
+        return word
+    if len(word) > 5:
+        word = re.sub(r"viridae$", "virus", word)
+        word = re.sub(r"ae(?!r)", "e", word)
+        word = re.sub(r"(?<=[^aeiou])oe", "e", word)
+        word = re.sub(r"is(e|ed|es|ing|ation|ations)$", r"iz\1", word)
+        word = re.sub(r"lling$", "ling", word)
+        word = re.sub(r"our$", "or", word)
+    if word.endswith(("ies", "series", "species")):
+        word = word if word.endswith(("series", "species")) else word[:-3] + "y"
+    elif word.endswith(("sses", "shes", "ches", "xes")):
+        word = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is", "os")):
+        word = word[:-1]
+    word = _AMINO_ACIDS.get(word, word)
+    return _SUFFIX_RE.sub("", word)
+
+
+_STEREO_RE = re.compile(r"(?<![\w-])[ld]-(?=[a-z]+(?:ine|ose|dopa)\b)|(?<=[a-z]{3})-[ld]-(?=[a-z]+(?:ine|ose)\b)")
+
+
+def bio_words(text: str) -> list[str]:
+    """Lowercase words of biomedical text, spelling variants folded (:func:`_bio_stem`).
+
+    Greek letters are spelled out, thousands separators dropped ("16,569" -> "16569"),
+    possessive 's dropped, "and/or" read as "and", "-ic acid" read as "-ate", L-/D- prefixes and
+    articles dropped.
+    """
+    text = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'").replace("\u2018", "'")
+    text = _GREEK_RE.sub(lambda m: f" {_GREEK[m.group()]} ", text)
+    text = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", text)
+    text = re.sub(r"(?<=\w)'s\b", "", text)
+    text = re.sub(r"\band\s*/\s*or\b", "and", text)
+    text = re.sub(r"\b(\w{3,})ic acid\b", r"\1ate", text)  # valproic acid = valproate
+    text = _STEREO_RE.sub(" ", text)  # S-adenosyl-L-methionine, L-DOPA
+    words = [w for w in _WORD_RE.findall(text) if w not in ARTICLES]
+    words = [w for i, w in enumerate(words) if not (w == "s" and i > 0)]  # "parkinson s disease"
+    return [_bio_stem(w) for w in words]
+
+
+def _glued_matches(words: Sequence[str], target: str) -> list[tuple[int, int]]:
+    """Word windows [i, j) whose concatenation equals ``target`` (spaces and hyphens ignored)."""
+    out = []
+    for i in range(len(words)):
+        acc = ""
+        for j in range(i, len(words)):
+            acc += words[j]
+            if acc == target:
+                out.append((i, j + 1))
+            if len(acc) >= len(target):
+                break
+    return out
+
+
+def _said_alike(word: str, said: set[str]) -> bool:
+    """``word`` or a word sharing its first 6+ letters and 3/4 of the shorter one ("transporter" / "transport")."""
+    if word in said:
+        return True
+    if len(word) < 6:
+        return False
+    for other in said:
+        k = 0
+        while k < min(len(word), len(other)) and word[k] == other[k]:
+            k += 1
+        if k >= 6 and k >= 0.75 * min(len(word), len(other)):
+            return True
+    return False
+
+
+def _short_tokens(words: Sequence[str]) -> list[str]:
+    """Words that tell apart near-identical names: 1-2 letters, numbers, Greek letters (IL-6 / IL-8)."""
+    return sorted(w for w in words if len(w) <= 2 or any(c.isdigit() for c in w) or w in _GREEK_NAMES)
+
+
+def _fuzzy_match(words: Sequence[str], alias: Sequence[str]) -> bool:
+    """A word window spelled nearly like the alias (typos: "fibrilation"): glued difflib ratio >= 0.9
+    (>= 0.85 from 16 letters), the same first 5 letters (hyper- / hypo-), the same short / numeric /
+    Greek tokens (IL-6 / IL-8), alias at least 10 letters."""
+    from difflib import SequenceMatcher
+
+    target = "".join(alias)
+    if len(target) < 10:
+        return False
+    ratio = 0.85 if len(target) >= 16 else 0.9
+    short = _short_tokens(alias)
+    for i in range(len(words)):
+        acc = ""
+        for j in range(i, len(words)):
+            acc += words[j]
+            if len(acc) > 1.2 * len(target):
+                break
+            if len(acc) >= 0.8 * len(target) and acc[:5] == target[:5] and _short_tokens(words[i:j + 1]) == short \
+                    and SequenceMatcher(None, acc, target).ratio() >= ratio:
+                return True
+    return False
+
+
+def _is_acronym(short: str, words: Sequence[str]) -> bool:
+    """``short`` spelled by the words' leading letters ("egfr" <- epidermal growth factor receptor).
+
+    Each word gives a prefix of at least one letter (a number gives itself); linking words
+    (of, in, and, type, ...) may give nothing, and so may receptor / cell / protein when
+    another spelling word follows.
+    """
+    content = [w for w in words if w not in _ACRONYM_SKIP]
+    if len(content) < 2 or not 2 <= len(short) <= 2 * len(content):
+        return False
+    last = max(i for i, w in enumerate(words) if w not in _ACRONYM_SKIP)
+
+    def spell(i: int, j: int) -> bool:
+        if i == len(short):
+            return j > last
+        if j == len(words):
+            return False
+        word = words[j]
+        if (word in _ACRONYM_SKIP or (word in _ACRONYM_INNER and 0 < j < last)) and spell(i, j + 1):
+            return True
+        if word.isdigit():
+            return short.startswith(word, i) and spell(i + len(word), j + 1)
+        k = 0
+        while k < len(word) and i + k < len(short) and short[i + k] == word[k]:
+            k += 1
+            if spell(i + k, j + 1):
+                return True
+        return False
+
+    return spell(0, 0)
+
+
+def _single_word_abbreviation(short: str, word: str) -> bool:
+    """"fxn" for frataxin: the word's first letter, then the rest of ``short`` in order, word >= 2x as long."""
+    if len(short) < 3 or len(word) < 2 * len(short) or short[0] != word[0] or not short.isalpha():
+        return False
+    rest = iter(word[1:])
+    return all(c in rest for c in short[1:])
+
+
+_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
+_RANGE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%?\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)|"
+                       r"between\s+(\d+(?:\.\d+)?)\s*%?\s*and\s+(\d+(?:\.\d+)?)")
+
+
+def _numbers(text: str) -> list[float]:
+    text = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", text)
+    return [float(n) for n in _NUMBER_RE.findall(text)]
+
+
+def _number_in_range(response: str, alias: str) -> bool:
+    """A single number in the response inside an alias range ("between 10,000 and 20,000", "50% to 80%",
+    "more than 30"), or an alias number strictly inside a response range ("20-40%" for 30%)."""
+    said, gold = _numbers(response), _numbers(alias)
+    text = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", alias.lower())
+    if len(said) == 1 and len(gold) == 2 and _RANGE_RE.search(text):
+        return min(gold) <= said[0] <= max(gold)
+    if len(said) == 1 and len(gold) == 1 and re.search(r"\b(?:more|greater) than\b|\bover\b", text):
+        return said[0] > gold[0]
+    spoken = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", response.lower())
+    if len(said) == 2 and len(gold) == 1 and _RANGE_RE.search(spoken) and not re.search(r"\bin\b|:|/", spoken):
+        return min(said) < gold[0] < max(said)
+    return False
+
+
+def _range_end(text: str, number: str) -> bool:
+    """True when ``number`` is one end of a range in the text ("5-10%" does not say 10%)."""
+    if not number.isdigit():
+        return False
+    spoken = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", text.lower())
+    return any(number in m.groups() for m in _RANGE_RE.finditer(spoken))
+
+
+def _upper_words(text: str) -> set[str]:
+    """Stemmed words written with two or more capitals, or capitals and digits (acronyms: EGFR, PD-1)."""
+    out = set()
+    for token in re.findall(r"[^\W_]+(?:-\d+)?", unicodedata.normalize("NFKC", text)):
+        upper = sum(c.isupper() for c in token)
+        if upper >= 2 or (upper and any(c.isdigit() for c in token)):
+            out.add(_bio_stem(re.sub(r"\W", "", token.lower())))
+    return out
+
+
+_OR_RE = re.compile(r"\bor\b", re.IGNORECASE)
+_AND_OR_RE = re.compile(r"\band\s*/?\s*or\b", re.IGNORECASE)
+
+
+def bio_alias_variants(alias: str) -> list[str]:
+    """An alias and its parts: without / inside its parentheses, and each side of an "or"."""
+    alias = _AND_OR_RE.sub("and", alias)
+    out = [alias, re.sub(r"\([^()]*\)", " ", alias)] + re.findall(r"\(([^()]*)\)", alias)
+    for piece in list(out):
+        if _OR_RE.search(piece):
+            out += _OR_RE.split(piece)
+    return [v for v in dict.fromkeys(v.strip() for v in out) if v]
+
+
+def _trim(words: Sequence[str]) -> list[str]:
+    words = list(words)
+    while words and words[0] in _BIO_STOP:
+        words.pop(0)
+    while words and words[-1] in _BIO_STOP:
+        words.pop()
+    return words
+
+
+_LEAD_RE = re.compile(r"^(?:the answer is|answer:|approximately|about|around|roughly|nearly|typically|usually|"
+                      r"generally|mostly|mainly|likely|probably)\s+", re.IGNORECASE)
+_SEPARATOR_RE = re.compile(r"\s*(?:;|,(?!\d{3}\b))\s*(?:and\s+|or\s+)?|\s+(?:and|or|plus|followed by|as well as|"
+                           r"along with|combined with|in combination with|versus|vs\.?|&)\s+", re.IGNORECASE)
+_QUALIFIER_RE = re.compile(r"^(?:particularly|especially|mainly|mostly|primarily|predominantly|typically|usually|"
+                           r"often|commonly|most commonly|including|such as|e\.g\.|i\.e\.|like|in|at|on|within|with|"
+                           r"which|that|where|due to|caused by|resulting in|leading to)\b", re.IGNORECASE)
+_MID_QUALIFIER_RE = re.compile(r"\s(?:with|particularly|especially|mainly|including|such as|e\.g\.|i\.e\.)\b",
+                               re.IGNORECASE)
+_VERB_RE = re.compile(r"\b(?:is|are|was|were|be|been|being|can|could|may|might|will|would|has|have|had|does|do|"
+                      r"did|causes?|caused|involves?|leads?|results?|acts?|binds?|inhibits?|used)\b", re.IGNORECASE)
+
+
+def bio_items(response: str) -> list[str] | None:
+    """The items of a list answer ("T cells and B cells", "oral, intravenous"), or None when the response
+    is not a short list (one item, a sentence with a verb, or an item over 6 words).
+
+    Parentheses are dropped first; the text from a qualifier on ("particularly in ...", "with ...")
+    is dropped, except "with" followed by one or two last words ("pembrolizumab with ipilimumab").
+    """
+    text = re.sub(r"\([^()]*\)", " ", response).strip().rstrip(".!").strip()
+    text = _LEAD_RE.sub("", text)
+    if not text or re.search(r"[.!?]\s", text) or "\n" in text or _VERB_RE.search(text):
+        return None
+    text = re.sub(r"\s+with\s+(?=\S+(?:\s+\S+)?$)", " and ", text, flags=re.IGNORECASE)  # "X with Y": a combination
+    text = re.sub(r"\b(between\s+\S+)\s+and\b", r"\1 to", text, flags=re.IGNORECASE)  # one range, not two items
+    items = []
+    for item in _SEPARATOR_RE.split(text):
+        item = item.strip()
+        if _QUALIFIER_RE.match(item):
+            break
+        cut = _MID_QUALIFIER_RE.search(item)
+        if cut:
+            items.append(item[:cut.start()].strip())
+            break
+        if item:
+            items.append(item)
+    items = [item for item in items if item]
+    if len(items) < 2 or any(len(item.split()) > 6 for item in items):
+        return None
+    return items
+
+
+# A last word that only names the kind of thing ("leishmania species", "apoe4 isoform", "htt gene").
+_GENERIC_TAIL = frozenset(("species", "spp", "genus", "gene", "isoform", "family", "process", "activity", "therapy",
+                           "status", "level", "expression"))
+
+
+class BioRuleJudge:
+    """BioASQ rule judge: an answer that names a reference answer, in any of its usual written forms.
+
+    Per alias variant (:func:`bio_alias_variants`; variants inside the question are ignored,
+    as in :func:`answer_aliases`), over :func:`bio_words` (plurals, British spellings, Greek
+    letters, hyphens / spaces inside names folded), the response (or a list item) matches when
+    it holds the variant as glued whole words ("non-metastatic" = "nonmetastatic"); or, for a
+    variant of 2+ content words, all of them (any order; 3 of 4, 4 of 5, ... for 4+ words);
+    or a near spelling (:func:`_fuzzy_match`); or an acronym of it either way ("EGFR" /
+    epidermal growth factor receptor, "AF" / atrial fibrillation; capitals in the original);
+    or a number inside the variant's range; or a short response (1-6 words, one not in the
+    question) lies whole inside the variant ("diabetes" / "diabetes mellitus").
+
+    A list answer (:func:`bio_items`) that names a variant in one of its items is correct only when
+    every item matches or lies inside a variant: "T cells and B cells" is wrong when only T cells
+    are gold (a match only across the items, "movement of leaves or shoots in response to darkness",
+    is judged on the whole). Refusals are never correct.
+    """
+
+    name = "rule-bio"
+
+    def judge(self, question: str, response: str, aliases: Sequence[str]) -> Judgement:
+        span = find_alias(response, aliases, question)
+        refusal = refusal_outside(response, span)
+        correct = not refusal and self.correct(question, response, aliases)
+        return Judgement(correct=correct, refusal=refusal, span=span, judge=self.name)
+
+    def correct(self, question: str, response: str, aliases: Sequence[str]) -> bool:
+        """The rule without the refusal check."""
+        return self.reason(question, response, aliases).startswith("correct")
+
+    def reason(self, question: str, response: str, aliases: Sequence[str]) -> str:
+        """"correct: <rule>" or "wrong: <why>" (the rule without the refusal check)."""
+        variants = self._variants(question, aliases)
+        if not variants:
+            return "wrong: no alias"
+        core = _trim(bio_words(_LEAD_RE.sub("", response.strip().rstrip(".!"))))
+        asked = bio_words(question)
+        if len(core) == 1 and core[0] in _upper_words(response) and any(
+                _is_acronym(core[0], asked[i:j]) for i in range(len(asked)) for j in range(i + 2, len(asked) + 1)):
+            return "wrong: abbreviates the question"
+        items = bio_items(response)
+        whole = self._matches(response, variants, question)
+        if items is None:
+            return f"correct: {whole}" if whole else "wrong: no match"
+        found = [self._matches(item, variants, question) for item in items]
+        if whole and not any(found):
+            return f"correct: {whole} (across the coordination)"  # "movement of leaves or shoots in response to ..."
+        if found[-1] and re.match(r"(?:and |or )?other\b", items[-1], re.IGNORECASE):
+            return f"correct: list ending in its category, {found[-1]}"  # "ticks, mites and other arthropods"
+        extra = [item for item, hit in zip(items, found) if not hit and not self._inside(bio_words(item), variants)]
+        if extra:
+            return f"wrong: list item {extra[0]!r} is not an alias"
+        hit = whole or next((h for h in found if h), None)
+        return f"correct: list, {hit}" if hit else "wrong: no match"
+
+    @staticmethod
+    def _variants(question: str, aliases: Sequence[str]) -> list[tuple[str, list[str]]]:
+        asked = bio_words(question)
+        out, seen = [], set()
+        for alias in aliases:
+            for variant in bio_alias_variants(str(alias)):
+                words = _trim(bio_words(variant))
+                forms = [words] + ([words[:-1]] if len(words) >= 2 and words[-1] in _GENERIC_TAIL
+                                   and len("".join(words[:-1])) >= 4 else [])
+                for form in forms:
+                    if form and tuple(form) not in seen:
+                        seen.add(tuple(form))
+                        out.append((variant, form))
+        kept = [(v, w) for v, w in out if not _glued_matches(asked, "".join(w))]
+        return kept or out
+
+    @staticmethod
+    def _inside(words: list[str], variants: Sequence[tuple[str, list[str]]]) -> bool:
+        """The words lie inside a variant: contiguous, or every content word in it ("lacrimal glands")."""
+        words = _trim(words)
+        if not words:
+            return False
+        target, content = "".join(words), set(words) - _BIO_STOP
+        return any(_glued_matches(variant, target) or content <= set(variant) for _, variant in variants)
+
+    def _matches(self, text: str, variants: Sequence[tuple[str, list[str]]], question: str) -> str | None:
+        """The first rule by which ``text`` names a variant (see the class docstring), or None."""
+        words = bio_words(text)
+        if not words:
+            return None
+        said = set(words)
+        upper = _upper_words(text)
+        core = _trim(bio_words(_LEAD_RE.sub("", text.strip().rstrip(".!"))))
+        asked = set(bio_words(question))
+        for raw, variant in variants:
+            glued = "".join(variant)
+            if _glued_matches(words, glued) and not _range_end(text, glued):
+                return "glued"
+            content = [w for w in variant if w not in _BIO_STOP]
+            new = set(content) - asked  # words the question already gives are not asked of the answer
+            if len(content) >= 2 and len(new) >= 2 and set(_short_tokens(content)) <= said:
+                need = len(new) if len(new) <= 3 else math.ceil(0.75 * len(new))
+                if sum(_said_alike(w, said) for w in new) >= need:
+                    return "all words"
+            if _fuzzy_match(words, variant):
+                return "spelling"
+            if any(_is_acronym(w, variant) for w in upper - asked):
+                return "acronym"
+            if len(variant) == 1 and (variant[0] in _upper_words(raw) or raw.isupper()):
+                short, n = variant[0], len(words)
+                if any(_is_acronym(short, words[i:j]) for i in range(n)
+                       for j in range(i + 2, min(n, i + len(short) + 3) + 1)):
+                    return "acronym"
+            if len(variant) == 1 and any(_single_word_abbreviation(w, variant[0]) for w in upper):
+                return "abbreviation"
+            if len(variant) <= 8 and _number_in_range(text, raw):
+                return "number range"
+            if 1 <= len(core) <= 6 and set(core) - asked - _BIO_STOP and _glued_matches(variant, "".join(core)) \
+                    and (len(content) <= 8 or 3 * len(core) >= len(content)):
+                return "inside alias"
+        return None
 
 
 LLM_PROMPT = ("Question: {question}\nResponse: {response}\nCorrect Answers: {answers}\n"
@@ -223,10 +779,11 @@ class LLMJudge:
         """One request to the endpoint; raises the one-line HNeuronsError if it cannot be used."""
         self._ask("Reply with the single letter t.")
 
-    def judge(self, question: str, response: str, aliases: Sequence[str]) -> Judgement:
-        refusal = is_refusal(response)
+    def judge(self, question: str, response: str, aliases: Sequence[str], prefilter: bool = True) -> Judgement:
+        """Correctness by the endpoint; with ``prefilter`` a refusal (:func:`refusal_outside`) is wrong without a call."""
         span = find_alias(response, aliases, question)
-        if refusal:
+        refusal = refusal_outside(response, span)
+        if refusal and prefilter:
             return Judgement(correct=False, refusal=True, span=span, judge=self.name)
         key = (question, response.strip(), tuple(aliases))
         if key not in self._memo:
@@ -239,7 +796,7 @@ class LLMJudge:
             if verdict is None:
                 raise HNeuronsError(f"{self.where}.model={self.model}: replies are not t/f")
             self._memo[key] = verdict
-        return Judgement(correct=self._memo[key], refusal=False, span=span, judge=self.name)
+        return Judgement(correct=self._memo[key], refusal=refusal, span=span, judge=self.name)
 
 
 # ---------------------------------------------------------------- question-level consistency labels
