@@ -364,6 +364,8 @@ class FamilyPaths:
     origin_transfer: str
     origin_strip: str
     tune_metrics: str = ""
+    intervene_effects: str = ""
+    intervene_effect_slopes: str = ""
 
 
 class Inputs:
@@ -794,8 +796,10 @@ def intervention_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     if not inputs.exists(paths.intervene_compliance):
         return Section(not_run(f"intervene@{family}", paths.intervene_compliance))
     where = paths.intervene_compliance
+    from hneurons.stats import flag_small
+
     frame = check_compliance(inputs.csv(where, COMPLIANCE_COLUMNS), where)
-    rows, data, section_metrics = [], [], {}
+    rows, data, section_metrics, flags = [], [], {}, []
     for (bench, neurons), part in frame.groupby(["benchmark", "neurons"], sort=True):
         alpha, value = part["alpha"].to_numpy(float), part["compliance"].to_numpy(float)
         endpoint, ols = slopes(alpha, value)
@@ -806,7 +810,11 @@ def intervention_section(inputs: Inputs, paths: FamilyPaths) -> Section:
         paper = paper_slopes(panel) if panel else {}
         paper_text = (f"{np.mean([e for e, _ in paper.values()]):+.2f} / {np.mean([o for _, o in paper.values()]):+.2f}"
                       if paper else "no paper panel")
-        rows.append([bench + (" (stand-in for FaithEval)" if bench == "faitheval_style" else ""), neurons,
+        small = flag_small(int(part["n"].min()))
+        if small:
+            flags.append(f"{bench} {neurons}: {small.replace('per class', 'per condition')}")
+        rows.append([bench + (" (stand-in for FaithEval)" if bench == "faitheval_style" else ""),
+                     neurons + (" ⚑" if small else ""),
                      f"{pct_ci(lo_row.compliance / 100, [lo_row.ci_lo / 100, lo_row.ci_hi / 100])} @ α={lo_row.alpha:g}",
                      f"{pct_ci(hi_row.compliance / 100, [hi_row.ci_lo / 100, hi_row.ci_hi / 100])} @ α={hi_row.alpha:g}",
                      f"{endpoint:+.2f} / {ols:+.2f}", f"{100 * parsed:.1f} (min {100 * worst:.1f})", paper_text])
@@ -833,12 +841,69 @@ def intervention_section(inputs: Inputs, paths: FamilyPaths) -> Section:
              "from the Fig. 3 values.", "",
              md_table(["benchmark", "neurons", "lowest α", "highest α", "slope (endpoint / OLS)", "parsed %",
                        "paper slope (endpoint / OLS)"], rows), "",
+             *(["⚑ Too few items to read: " + "; ".join(flags) + ".", ""] if flags else []),
+             *screening_lines(inputs, paths),
+             *paired_effect_lines(inputs, paths, section_metrics),
              f"Paper: average slope ≈ {PAPER_SLOPES['three smaller models']:.2f} pp/α for the three smaller models "
              f"and ≈ {PAPER_SLOPES['three larger models']:.2f} for the three larger (definition unstated; the "
              f"endpoint slope from Fig. 3 gives {np.mean(small):.2f} and {np.mean(large):.2f}). The paper has no "
              f"random-neuron control and no CIs for this experiment.", "", inputs.source(*sources)]
     figure = Figure(name, lambda path: draw_compliance(data, family, path))
     return Section("\n".join(lines), section_metrics, [figure], {"compliance": data})
+
+
+def screening_lines(inputs: Inputs, paths: FamilyPaths) -> list[str]:
+    """How the screened item pools (known answers at alpha 1) were filled, from the stage's metrics."""
+    if not inputs.exists(paths.intervene_metrics):
+        return []
+    screened = inputs.json(paths.intervene_metrics).get("screened") or {}
+    if not screened:
+        return []
+    parts = [f"{name}: {s['kept']} kept of {s['screened']} asked ({s['correct']} correct"
+             + ("" if s.get("reached") else f"; target {s['target']} not reached, pool {s['pool']}") + ")"
+             for name, s in sorted(screened.items())]
+    return ["Screened items (answered correctly by the unchanged model at α = 1, so sycophancy and the capability "
+            "check start from known answers): " + "; ".join(parts) + ".", ""]
+
+
+def paired_effect_lines(inputs: Inputs, paths: FamilyPaths, section_metrics: dict[str, Any]) -> list[str]:
+    """H-Neurons minus random sets as paired per-item differences (item-cluster bootstrap CIs)."""
+    if not paths.intervene_effects or not inputs.exists(paths.intervene_effects) \
+            or not inputs.exists(paths.intervene_effect_slopes):
+        return []
+    from hneurons.stats import flag_small
+
+    effects = inputs.csv(paths.intervene_effects, ["benchmark", "control", "outcome", "alpha", "n", "diff_pp",
+                                                   "diff_ci_lo", "diff_ci_hi"])
+    slopes_frame = inputs.csv(paths.intervene_effect_slopes, ["benchmark", "control", "outcome", "quantity", "kind",
+                                                              "slope_pp_per_alpha", "ci_lo", "ci_hi", "n"])
+    effects = effects[(effects["control"] == "random") & (effects["outcome"] == "compliance")]
+    slopes_frame = slopes_frame[(slopes_frame["control"] == "random") & (slopes_frame["outcome"] == "compliance")
+                                & (slopes_frame["kind"] == "ols")]
+    rows = []
+    for bench, part in effects.groupby("benchmark", sort=True):
+        part = part.sort_values("alpha")
+        top = part.iloc[-1]
+        slope = {r.quantity: r for r in slopes_frame[slopes_frame["benchmark"] == bench].itertuples()}
+        cell = lambda r: f"{r.slope_pp_per_alpha:+.2f} [{r.ci_lo:+.2f}, {r.ci_hi:+.2f}]" if r is not None else "n/a"  # noqa: E731
+        small = flag_small(int(part["n"].min()))
+        diff = slope.get("h_minus_random")
+        rows.append([bench, int(part["n"].min()), f"α={top.alpha:g}",
+                     "too few items" if small else f"{top.diff_pp:+.1f} [{top.diff_ci_lo:+.1f}, {top.diff_ci_hi:+.1f}]",
+                     cell(slope.get("h_neurons")), cell(slope.get("random")),
+                     "too few items" if small else cell(diff)])
+        entry = section_metrics.setdefault(bench, {})
+        entry["paired"] = {"n_items": int(part["n"].min()), "below_floor": bool(small),
+                           "h_minus_random_pp_at_max_alpha": None if small else float(top.diff_pp),
+                           "ci95": None if small else [float(top.diff_ci_lo), float(top.diff_ci_hi)],
+                           "h_minus_random_ols_slope": None if small or diff is None else float(diff.slope_pp_per_alpha)}
+    if not rows:
+        return []
+    return ["H-Neurons minus the layer-matched random sets, paired by item (same items and sampling seeds in every "
+            "condition; 95% CIs from resampling items, so α = 1, the unchanged model, counts once); compliance in pp, "
+            "OLS slopes in pp per unit α:", "",
+            md_table(["benchmark", "items", "at", "H − random (pp)", "slope H", "slope random", "slope H − random"],
+                     rows), ""]
 
 
 def draw_compliance(data: list[dict[str, Any]], family: str, path: Path) -> None:

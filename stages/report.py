@@ -42,6 +42,8 @@ def family_paths(family: str):
         detect_metrics=f"reports/detect/{family}/metrics.json", detect_table1=f"reports/detect/{family}/table1.csv",
         intervene_metrics=f"reports/intervene/{family}/metrics.json",
         intervene_compliance=f"reports/intervene/{family}/compliance.csv",
+        intervene_effects=f"reports/intervene/{family}/effects_by_alpha.csv",
+        intervene_effect_slopes=f"reports/intervene/{family}/effect_slopes.csv",
         origin_metrics=f"reports/origin/{family}.json", origin_transfer=f"reports/origin/{family}/transfer.csv",
         origin_strip=f"reports/origin/{family}/drift_strip.png", tune_metrics=f"reports/tune/{family}/metrics.json")
 

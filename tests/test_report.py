@@ -102,6 +102,24 @@ def summary(acc: float, n: int = 100) -> dict:
     return jsonable(detection_summary(y, score, 50, 0))
 
 
+def paired_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """sweep.paired_effects on judgements where H-Neurons comply more with alpha on 40 falseqa items
+    (every item compliant at alpha 3, none at 0) and 10 faitheval_style items (under the floor)."""
+    from hneurons.sweep import paired_effects
+
+    rows = []
+    for bench, n_items in (("falseqa", 40), ("faitheval_style", 10)):
+        for neurons, n_sets, alphas in (("h_neurons", 1, (0.0, 1.0, 3.0)), ("random", 2, (0.0, 1.0, 3.0))):
+            for set_index in range(n_sets):
+                for alpha in alphas:
+                    for i in range(n_items):
+                        compliant = (i % 2 == 0) if alpha == 1.0 or neurons == "random" else alpha == 3.0
+                        rows.append({"benchmark": bench, "neurons": neurons, "set_index": set_index, "alpha": alpha,
+                                     "example_id": f"{bench}_{i}", "format": "open", "in_denominator": True,
+                                     "compliant": compliant, "parsed": True, "detail": "", "judge": "rule"})
+    return paired_effects(pd.DataFrame(rows), 50, 0)
+
+
 def write(root: Path, path: str, text: str) -> None:
     (root / path).parent.mkdir(parents=True, exist_ok=True)
     (root / path).write_text(text, encoding="utf-8")
@@ -139,6 +157,12 @@ def write_family(root: Path, family: str, *, detect=True, intervene=True, origin
                 for b in ("falseqa", "faitheval_style") for neurons, slope in (("h_neurons", 5.0), ("random", 0.0))
                 for a in (0.0, 1.0, 2.0, 3.0) for c in [30 + slope * a]]
         write(root, f"reports/intervene/{family}/compliance.csv", csv_text(pd.DataFrame(rows)))
+        effects, effect_slopes = paired_frames()
+        write(root, f"reports/intervene/{family}/effects_by_alpha.csv", csv_text(effects))
+        write(root, f"reports/intervene/{family}/effect_slopes.csv", csv_text(effect_slopes))
+        write(root, f"reports/intervene/{family}/metrics.json", dumps_json(
+            {"screened": {"sycophancy": {"pool": 400, "screened": 128, "correct": 61, "wrong": 60, "unparsed": 7,
+                                         "kept": 60, "target": 60, "reached": True}}}))
     if origin:
         from hneurons.origin import DriftTable, drift_report
 
@@ -195,6 +219,12 @@ def test_report_renders_every_section_next_to_the_paper(tmp_path):
     assert "| bioasq_gpt4o | GPT-4o verdicts | 800 | 90.0 | 0.78 | faithful 250/280 |" in md
     # intervention: slopes in pp per alpha (0.05 per alpha = 5 pp), the stand-in named, paper slope column
     assert "| falseqa | h_neurons |" in md and "+5.00 / +5.00" in md and "faitheval_style (stand-in" in md
+    # intervention: paired H - random per item, flagged under the floor, screened pools named
+    paired = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith(("| falseqa | 40", "| faitheval_style | 10"))}
+    assert paired["| falseqa"].startswith("| falseqa | 40 | α=3 | +50.0 [")            # 100% vs 50% compliant
+    assert paired["| faitheval_style"].count("too few items") == 2
+    assert "Screened items (answered correctly by the unchanged model at α = 1" in md and "sycophancy: 60 kept of 128" in md
+    assert report.metrics["families"]["fam"]["intervention"]["falseqa"]["paired"]["h_minus_random_pp_at_max_alpha"] == 50.0
     # origin: drift significance from the random sets first (empirical p), Welch second
     drift_row = [line for line in md.splitlines() if line.startswith("| global z-score")][0].split(" | ")
     assert drift_row[3].endswith("(3 sets)") and drift_row[3].startswith("p = ") and drift_row[5].startswith("p = ")
