@@ -579,8 +579,8 @@ def greedy_responses(model, tokenizer, prompts: Sequence[str], max_new_tokens: i
 
 
 def behaviour_check(model, tokenizer, examples: Sequence[Example], max_new_tokens: int = 48,
-                    max_words: int = 40, progress: bool = True,
-                    sources: dict[str, dict] | None = None) -> tuple[dict, list[dict]]:
+                    max_words: int = 40, progress: bool = True, sources: dict[str, dict] | None = None,
+                    batch_size: int = 16) -> tuple[dict, list[dict]]:
     """Greedy responses on the held-out ``check`` examples, scored per kind.
 
     format_ok: the response ended its turn, is non-empty, has at most ``max_words``
@@ -588,11 +588,13 @@ def behaviour_check(model, tokenizer, examples: Sequence[Example], max_new_token
     alias) accepts it. refused / abstained: the refusal detector fires
     (judge.is_refusal), on harmful requests and made-up entities respectively; for
     trivia the same detector gives the over-refusal rate. ``sources`` (kind ->
-    fields such as dataset and rows) is copied into each kind's metrics. Returns
-    (metrics per kind, one record per response).
+    fields such as dataset and rows) is copied into each kind's metrics;
+    ``batch_size``: prompts per generate call. Returns (metrics per kind, one
+    record per response).
     """
     held = [e for e in examples if e.split == "check"]
-    responses = greedy_responses(model, tokenizer, [e.prompt for e in held], max_new_tokens, progress=progress)
+    responses = greedy_responses(model, tokenizer, [e.prompt for e in held], max_new_tokens, batch_size,
+                                 progress=progress)
     judge = RuleJudge()
     records = []
     for example, (text, stopped) in zip(held, responses):

@@ -74,12 +74,16 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
     before = p("check_before_train")
     if not isinstance(before, int) or isinstance(before, bool) or before < 0:
         raise HNeuronsError(f"{SECTION}.check_before_train={before!r}: expected an integer >= 0")
+    check_batch = p("check.batch_size")
+    if not isinstance(check_batch, int) or isinstance(check_batch, bool) or check_batch < 1:
+        raise HNeuronsError(f"{SECTION}.check.batch_size={check_batch!r}: expected an integer >= 1")
     return {
         "trivia_dataset": p("trivia.dataset"), "trivia_rows": rows, "premise_dataset": p("premise.dataset"),
         "harmful": Path(p("harmful")), "eval_datasets": list(p("eval_datasets")), "sizes": sizes,
         "n_check": n_check, "check_before_train": before, "suffix_share": float(p("suffix_share")),
         "max_length": int(p("max_length")), "settings": settings,
         "check_max_new_tokens": int(p("check.max_new_tokens")), "include_base": bool(p("check.include_base")),
+        "check_batch_size": check_batch,
         "dtype": param(params, "base.dtype", "float32"),
     }
 
@@ -188,18 +192,24 @@ def main(argv: list[str]) -> None:
                                "train_tokens": sum(len(i) - s for i, s in zip(encoded.ids, encoded.starts))}
     records: list[dict] = []
     if cfg["include_base"]:
+        started = time.perf_counter()
         metrics["check_base"], base_records = tune.behaviour_check(model, tokenizer, examples,
-                                                                   cfg["check_max_new_tokens"], sources=described)
+                                                                   cfg["check_max_new_tokens"], sources=described,
+                                                                   batch_size=cfg["check_batch_size"])
         records += [{"model": "base", **r} for r in base_records]
+        log.info("%s: base check, %d prompts in %.1f s", family, len(base_records), time.perf_counter() - started)
 
     started = time.perf_counter()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     curve = tune.train(model, encoded, cfg["settings"], pad_id)
     log.info("%s: %d steps in %.1f s, final loss %.4f", family, len(curve), time.perf_counter() - started,
              curve[-1]["loss"])
+    started = time.perf_counter()
     metrics["check_instruct"], twin_records = tune.behaviour_check(model, tokenizer, examples,
-                                                                   cfg["check_max_new_tokens"], sources=described)
+                                                                   cfg["check_max_new_tokens"], sources=described,
+                                                                   batch_size=cfg["check_batch_size"])
     records += [{"model": "instruct", **r} for r in twin_records]
+    log.info("%s: twin check, %d prompts in %.1f s", family, len(twin_records), time.perf_counter() - started)
     tail = curve[-min(20, len(curve)):]
     metrics["loss"] = {"first": curve[0]["loss"], "last": curve[-1]["loss"],
                        "mean_last_20": sum(c["loss"] for c in tail) / len(tail)}

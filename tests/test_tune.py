@@ -347,7 +347,7 @@ def _stage_project(tmp_path: Path) -> Path:
                  "check_before_train": 2,
                  "suffix_share": 0.5, "max_length": 256, "steps": 2, "batch_size": 2, "lr": 1e-3,
                  "warmup_steps": 1, "weight_decay": 0.0, "max_grad_norm": 1.0, "length_group": 2,
-                 "check": {"max_new_tokens": 6, "include_base": True}},
+                 "check": {"max_new_tokens": 6, "include_base": True, "batch_size": 8}},
     }
     (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     return project
@@ -418,6 +418,11 @@ def test_tune_stage_errors_are_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == ("error: tune.n_check.jokes: unknown kind (expected trivia, "
                                                       "premise, refusal, abstain)")
+    params["tune"]["families"]["tiny"] = {"check": {"batch_size": 0}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run_stage(project)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: tune.check.batch_size=0: expected an integer >= 1"
     params["tune"]["families"]["tiny"] = {}
     params["tune"]["trivia"]["rows"] = [30, 99]
     (project / "params.yaml").write_text(yaml.safe_dump(params))
