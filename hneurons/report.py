@@ -1012,7 +1012,8 @@ def twin_lines(inputs: Inputs, paths: FamilyPaths) -> list[str]:
     m = inputs.json(where)
     base, twin = m.get("check_base") or {}, get(m, "check_instruct", where)
     cell = lambda c, k: pct(c[k]) if c and c.get(k) is not None else "—"  # noqa: E731
-    rows = [[kind, twin[kind].get("n"), cell(base.get(kind), "format_ok"), cell(twin[kind], "format_ok"),
+    rows = [[check_kind_text(kind, twin[kind]), twin[kind].get("n"), cell(base.get(kind), "format_ok"),
+             cell(twin[kind], "format_ok"),
              cell(base.get(kind), "refusal_rate"), cell(twin[kind], "refusal_rate"),
              cell(base.get(kind), "correct"), cell(twin[kind], "correct")] for kind in twin]
     loss = m.get("loss") or {}
@@ -1022,6 +1023,18 @@ def twin_lines(inputs: Inputs, paths: FamilyPaths) -> list[str]:
             "examples of each instruction kind, greedy (%; refusal = refusal or abstention):", "",
             md_table(["kind", "n", "format ok: base", "twin", "refusal: base", "twin", "correct: base", "twin"],
                      rows), "", inputs.source(where), ""]
+
+
+def check_kind_text(kind: str, entry: Mapping[str, Any]) -> str:
+    """'trivia (nq_open rows 2610–3610)': a behaviour-check kind with the data it was drawn from."""
+    dataset = entry.get("dataset")
+    if not dataset:
+        return kind
+    rows = entry.get("rows")
+    where = f" rows {rows[0]}–{rows[1]}" if isinstance(rows, list) and len(rows) == 2 else \
+        f" {entry['split']}" if entry.get("split") else ""
+    short = f"; short: {entry['short']}" if entry.get("short") else ""
+    return f"{kind} ({dataset}{where}{short})"
 
 
 def _p_text(p: Any) -> str:

@@ -259,15 +259,16 @@ def test_origin_of_a_tuned_twin_shows_the_behaviour_check(tmp_path):
     write_family(tmp_path, "fam", detect=False, intervene=False)
     plain = rp.build_report(tmp_path, [paths("fam")], {}, None).markdown
     assert "instruction-tuned by" not in plain  # a vendor pair: no tune metrics
-    check = {"refusal": {"n": 30, "format_ok": 1.0, "refusal_rate": 1.0},
-             "trivia": {"n": 30, "format_ok": 1.0, "refusal_rate": 0.0, "correct": 0.1}}
+    check = {"refusal": {"n": 30, "format_ok": 1.0, "refusal_rate": 1.0, "dataset": "advbench"},
+             "trivia": {"n": 30, "format_ok": 1.0, "refusal_rate": 0.0, "correct": 0.1, "dataset": "nq_open",
+                        "rows": [2610, 3610]}}
     write(tmp_path, "reports/tune/fam/metrics.json", dumps_json({
         "check_base": {k: {**v, "format_ok": 0.0, "refusal_rate": 0.0} for k, v in check.items()},
         "check_instruct": check, "loss": {"first": 5.5, "mean_last_20": 1.25}}))
     md = rp.build_report(tmp_path, [paths("fam")], {}, None).markdown
     assert "instruction-tuned by `tune@fam` (loss of the first batch 5.50, mean of the last 20 batches 1.25" in md
-    assert "| refusal | 30 | 0.0 | 100.0 | 0.0 | 100.0 | — | — |" in md
-    assert "| trivia | 30 | 0.0 | 100.0 | 0.0 | 0.0 | 10.0 | 10.0 |" in md
+    assert "| refusal (advbench) | 30 | 0.0 | 100.0 | 0.0 | 100.0 | — | — |" in md
+    assert "| trivia (nq_open rows 2610–3610) | 30 | 0.0 | 100.0 | 0.0 | 0.0 | 10.0 | 10.0 |" in md
     assert "`reports/tune/fam/metrics.json`" in md
 
 
