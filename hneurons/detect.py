@@ -4,9 +4,9 @@ balance, read out answer-span CETT and score it with an unchanged probe and its 
 Labels: 1 = hallucinated, 0 = faithful, -1 = dropped (``reason`` says why).
 
 - QA sets (TriviaQA, NQ-Open, BioASQ): the rule judge (:class:`hneurons.judge.RuleJudge`,
-  whole-word alias match, aliases inside the question ignored). Correct -> faithful,
-  wrong -> hallucinated; refusals and empty responses are dropped (the probe was
-  trained without refusals, paper §2).
+  whole-word alias match, aliases inside the question ignored; BioASQ:
+  :class:`hneurons.judge.BioRuleJudge`). Correct -> faithful, wrong -> hallucinated;
+  refusals and empty responses are dropped (the probe was trained without refusals, paper §2).
 - NonExist (fabricated entities, no reference answer): :func:`is_abstention` -> faithful
   (an "I don't know", "does not exist", "not a real ...", "no information" reply),
   any other non-empty reply -> hallucinated (a confident answer about something that
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from hneurons.errors import HNeuronsError
-from hneurons.judge import RuleJudge, is_refusal
+from hneurons.judge import BioRuleJudge, Judge, RuleJudge, is_refusal
 
 DATASETS = ("triviaqa", "nq_open", "bioasq", "nonexist")
 QA_DATASETS = ("triviaqa", "nq_open", "bioasq")
@@ -99,8 +99,16 @@ def _empty(response: str) -> bool:
     return not _WORD_RE.search(response)
 
 
-def judge_qa(question: str, response: str, aliases: Sequence[str], judge: RuleJudge | None = None) -> Verdict:
-    """Alias judge for TriviaQA / NQ-Open / BioASQ: correct -> 0, wrong -> 1, refusal/empty -> dropped."""
+def qa_judge(dataset: str) -> Judge:
+    """The alias judge of a QA dataset: :class:`hneurons.judge.BioRuleJudge` for ``bioasq``
+    (abbreviations, word order, spelling variants, lists with wrong items), else
+    :class:`hneurons.judge.RuleJudge`."""
+    return BioRuleJudge() if dataset == "bioasq" else RuleJudge()
+
+
+def judge_qa(question: str, response: str, aliases: Sequence[str], judge: Judge | None = None) -> Verdict:
+    """Alias judge for TriviaQA / NQ-Open / BioASQ (default RuleJudge): correct -> 0, wrong -> 1,
+    refusal/empty -> dropped."""
     if _empty(response):
         return Verdict(DROPPED, "empty")
     verdict = (judge or RuleJudge()).judge(question, response, list(aliases))
@@ -117,8 +125,10 @@ def judge_nonexist(response: str) -> Verdict:
 
 
 def judge_response(dataset: str, question: str, response: str, aliases: Sequence[str]) -> Verdict:
-    """:func:`judge_nonexist` for ``nonexist``, :func:`judge_qa` for any other dataset."""
-    return judge_nonexist(response) if dataset == "nonexist" else judge_qa(question, response, aliases)
+    """:func:`judge_nonexist` for ``nonexist``, else :func:`judge_qa` with :func:`qa_judge` (BioRuleJudge for bioasq)."""
+    if dataset == "nonexist":
+        return judge_nonexist(response)
+    return judge_qa(question, response, aliases, qa_judge(dataset))
 
 
 def class_counts(labels: Sequence[int], reasons: Sequence[str]) -> dict[str, Any]:
@@ -142,24 +152,42 @@ def check_both_classes(dataset: str, counts: Mapping[str, Any], stage: str = "af
                 f"(detect.n_questions.{dataset}) or drop {dataset} from detect.datasets")
 
 
+def _class_agreement(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """n, agreement and per-class figures of (human, judge) label pairs."""
+    n = len(pairs)
+    out: dict[str, Any] = {"n": n, "n_agree": sum(h == j for h, j in pairs),
+                           "agreement": sum(h == j for h, j in pairs) / n if n else float("nan")}
+    for label, name in CLASS_NAMES.items():
+        human = [j for h, j in pairs if h == label]
+        judged = [h for h, j in pairs if j == label]
+        out[name] = {"n_human": len(human), "n_judge": len(judged),
+                     "recall": sum(j == label for j in human) / len(human) if human else float("nan"),
+                     "precision": sum(h == label for h in judged) / len(judged) if judged else float("nan")}
+    return out
+
+
 def judge_agreement(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Agreement of :func:`judge_response` with hand labels.
 
     records: dicts with dataset, question, answers, response and ``label`` (the human
-    label: 0 faithful, 1 hallucinated, -1 dropped). Returns n, n_agree, agreement (share)
-    and a confusion count keyed ``human=<l>/judge=<l>``.
+    label: 0 faithful, 1 hallucinated, -1 dropped). Returns n, n_agree, agreement (share),
+    a confusion count keyed ``human=<l>/judge=<l>``, per class ``faithful`` / ``hallucinated``:
+    n_human, n_judge, recall (share of the human class the judge gives that label) and
+    precision (share of the judge's label the human agrees with), and the same per dataset
+    under ``by_dataset``.
     """
     confusion: dict[str, int] = {}
-    agree = 0
+    pairs: dict[str, list[tuple[int, int]]] = {}
     for record in records:
         got = judge_response(record["dataset"], record["question"], record["response"], record.get("answers") or [])
         human = int(record["label"])
-        agree += int(got.label == human)
         key = f"human={human}/judge={got.label}"
         confusion[key] = confusion.get(key, 0) + 1
-    n = len(records)
-    return {"n": n, "n_agree": agree, "agreement": agree / n if n else float("nan"),
-            "confusion": dict(sorted(confusion.items()))}
+        pairs.setdefault(record["dataset"], []).append((human, got.label))
+    out = _class_agreement([p for group in pairs.values() for p in group])
+    out["confusion"] = dict(sorted(confusion.items()))
+    out["by_dataset"] = {name: _class_agreement(group) for name, group in sorted(pairs.items())}
+    return out
 
 
 def read_fixture(path: str | Path) -> list[dict[str, Any]]:

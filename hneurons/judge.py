@@ -39,6 +39,7 @@ ARTICLES = frozenset(("a", "an", "the"))
 # Contraction endings after an apostrophe: dropped, except n't, read as "not" ("That's" -> "that", never "that s").
 _CONTRACTIONS = frozenset(("s", "t", "re", "ll", "d", "ve", "m"))
 _APOSTROPHES = "'\u2019\u2018"
+_TOKEN_RE = re.compile(r"(\d+(?:[.,]\d+)+)(?![^\W_])|[^\W_]+")
 _NUMBER_UNIT_RE = re.compile(r"(\d+)([^\W\d_]{3,})")
 
 
@@ -48,12 +49,22 @@ def normalized_words(text: str) -> list[tuple[str, int, int]]:
     Lowercase, ``_`` and punctuation split words, articles a/an/the dropped; a
     contraction ending after an apostrophe ('s, 't, 're, 'll, 'd, 've, 'm) is dropped,
     except "n't", which becomes "not" ("isn't" -> "isn not"), so "That's" never yields
-    a one-letter word "s"; a number glued to a word of 3+ letters is split ("1percent").
+    a one-letter word "s"; a number glued to a word of 3+ letters is split ("1percent");
+    a decimal number is one word ("8.5", never "8" and "5"), thousands separators are
+    dropped ("1,450" -> "1450").
     Joining the words with single spaces gives ``normalize(text)``.
     """
     out = []
-    for match in _WORD_RE.finditer(text):
+    for match in _TOKEN_RE.finditer(text):
         start, word = match.start(), match.group().lower()
+        if match.group(1):  # a number with separators: "1,450" -> "1450", "8.5" stays one word
+            if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", word):
+                word = word.replace(",", "")
+            if re.fullmatch(r"\d+(?:\.\d+)?", word):
+                out.append((word, start, match.end()))
+            else:
+                out += [(m.group(), start + m.start(), start + m.end()) for m in re.finditer(r"\d+", word)]
+            continue
         if start >= 2 and text[start - 1] in _APOSTROPHES and text[start - 2].isalpha() and word in _CONTRACTIONS:
             if word == "t" and text[start - 2] in "nN":
                 out.append(("not", start, match.end()))
@@ -360,13 +371,15 @@ _STEREO_RE = re.compile(r"(?<![\w-])[ld]-(?=[a-z]+(?:ine|ose|dopa)\b)|(?<=[a-z]{
 def bio_words(text: str) -> list[str]:
     """Lowercase words of biomedical text, spelling variants folded (:func:`_bio_stem`).
 
-    Greek letters are spelled out, thousands separators dropped ("16,569" -> "16569"),
+    Greek letters are spelled out, thousands separators dropped ("16,569" -> "16569"), a decimal
+    number kept whole ("8.5" -> "8point5"),
     possessive 's dropped, "and/or" read as "and", "-ic acid" read as "-ate", L-/D- prefixes and
     articles dropped.
     """
     text = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'").replace("\u2018", "'")
     text = _GREEK_RE.sub(lambda m: f" {_GREEK[m.group()]} ", text)
     text = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", text)
+    text = re.sub(r"(?<=\d)\.(?=\d)", "point", text)  # "8.5" is one number, not 8 and 5
     text = re.sub(r"(?<=\w)'s\b", "", text)
     text = re.sub(r"\band\s*/\s*or\b", "and", text)
     text = re.sub(r"\b(\w{3,})ic acid\b", r"\1ate", text)  # valproic acid = valproate
