@@ -38,7 +38,7 @@ ARTICLES = frozenset(("a", "an", "the"))
 
 # Contraction endings after an apostrophe: dropped, except n't, read as "not" ("That's" -> "that", never "that s").
 _CONTRACTIONS = frozenset(("s", "t", "re", "ll", "d", "ve", "m"))
-_APOSTROPHES = "'\u2019\u2018"
+_APOSTROPHES = "'\u2019\u2018`\u00b4"
 _TOKEN_RE = re.compile(r"(\d+(?:[.,]\d+)+)(?![^\W_])|[^\W_]+")
 _NUMBER_UNIT_RE = re.compile(r"(\d+)([^\W\d_]{3,})")
 
@@ -174,9 +174,19 @@ def choice_options(question: str) -> list[list[str]]:
 
 
 def _either_or(question: str, aliases: Sequence[str]) -> tuple[list[list[str]], list[list[str]]] | None:
-    """(right options, other options) when an option of the question is an alias, else None."""
+    """(right options, other options) when an option of the question is an alias, else None.
+
+    An option is right when an alias is the whole option (for the first option, which may
+    carry the question's stem, its last words).
+    """
     options = choice_options(question)
-    right = [o for o in options if any(_match([(w, 0, 0) for w in o], alias) for alias in aliases)]
+
+    def is_alias(option: list[str], first: bool) -> bool:
+        words = [(w, 0, 0) for w in option]
+        return any(m[0] + m[1] == len(option) and (first or m[0] == 0)
+                   for alias in aliases for m in _match_all(words, alias))
+
+    right = [o for k, o in enumerate(options) if is_alias(o, k == 0)]
     if not right:
         return None
     return right, [o for o in options if o not in right]
@@ -659,16 +669,17 @@ class BioRuleJudge:
     @staticmethod
     def _variants(question: str, aliases: Sequence[str]) -> list[tuple[str, list[str]]]:
         asked = bio_words(question)
-        out, seen = [], set()
+        found: dict[tuple[str, ...], str] = {}  # words -> the alias text (the one with most capitals)
         for alias in aliases:
             for variant in bio_alias_variants(str(alias)):
                 words = _trim(bio_words(variant))
                 forms = [words] + ([words[:-1]] if len(words) >= 2 and words[-1] in _GENERIC_TAIL
                                    and len("".join(words[:-1])) >= 4 else [])
-                for form in forms:
-                    if form and tuple(form) not in seen:
-                        seen.add(tuple(form))
-                        out.append((variant, form))
+                for form in filter(None, forms):
+                    key = tuple(form)
+                    if key not in found or sum(map(str.isupper, variant)) > sum(map(str.isupper, found[key])):
+                        found[key] = variant
+        out = [(raw, list(words)) for words, raw in found.items()]
         kept = [(v, w) for v, w in out if not _glued_matches(asked, "".join(w))]
         return kept or out
 
