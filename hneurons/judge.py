@@ -1,23 +1,29 @@
-"""Judging responses: answer normalization, a rule judge, a refusal detector, an LLM judge.
+"""Judging responses: answer normalization, rule judges, a refusal detector, an LLM judge.
 
-Rule judge (paper [C] ``rule``, with one deliberate change): text and aliases are
-normalized (lowercase, ``_`` and punctuation -> space, articles a/an/the dropped,
-whitespace collapsed); a response is correct when a normalized alias occurs in the
-normalized response **as whole words**. [C] accepts any substring ("york" inside
-"yorkshire", "1" inside "1931"); whole words are stricter (issue 3). Second change:
-aliases that occur in the question itself are ignored (see :func:`answer_aliases`);
-on SmolLM2-135M, 43 of 134 "consistently correct" questions were otherwise
-responses that merely repeated the question.
+Rule judge (paper [C] ``rule``, with deliberate changes; :class:`RuleJudge`): text and
+aliases are normalized (lowercase, ``_`` and punctuation -> space, articles a/an/the and
+contraction endings dropped, decimals kept whole); a response is correct when a normalized
+alias occurs in it **as whole words** (:func:`find_alias`): compared with number words as
+digits, ordinals alike, plurals singular and spaces inside names ignored ("New York" =
+"newyork"). [C] accepts any substring ("york" inside "yorkshire", "1" inside "1931").
+Further: aliases that occur in the question itself are ignored (:func:`answer_aliases`;
+on SmolLM2-135M, 43 of 134 "consistently correct" questions were otherwise responses that
+merely repeated the question); an either/or question needs its right option chosen; a
+negated mention ("not Y", "unlike Y") does not count.
+
+BioASQ rule judge (:class:`BioRuleJudge`): abbreviations both ways, word order,
+biomedical spelling variants, number ranges; a list answer with a wrong item is wrong.
 
 Refusal / uncertainty detector: [C]'s pre-filter phrases ("don't know", "cannot",
 "not provided", "no information") plus common refusal and hedging phrases, and
-empty responses (no content is a non-answer). A refusal is never correct, and a
-question with any refusal cannot be labelled consistently hallucinated (paper §2).
+empty responses (no content is a non-answer); phrases inside the matched alias do not
+count (:func:`refusal_outside`). A refusal is never correct, and a question with any
+refusal cannot be labelled consistently hallucinated (paper §2).
 
 LLM judge: any OpenAI-compatible ``/chat/completions`` endpoint at temperature 0
 with [C]'s prompt; the reply is read as t/f. The refusal pre-filter runs first,
-as in [C]. The key comes from the constructor or an environment variable and is
-only ever sent in the Authorization header, never recorded.
+as in [C] (it can be skipped per call). The key comes from the constructor or an
+environment variable and is only ever sent in the Authorization header, never recorded.
 """
 
 from __future__ import annotations
@@ -174,22 +180,26 @@ def choice_options(question: str) -> list[list[str]]:
 
 
 def _either_or(question: str, aliases: Sequence[str]) -> tuple[list[list[str]], list[list[str]]] | None:
-    """(right options, other options) when an option of the question is an alias, else None.
+    """(right options, the other options as a response would name them) when an option of the
+    question is an alias, else None.
 
-    An option is right when an alias is the whole option (for the first option, which may
-    carry the question's stem, its last words).
+    An option is right when an alias is the whole option (the first option may carry the
+    question's stem before it, the last one the rest of the question after it).
     """
     options = choice_options(question)
 
-    def is_alias(option: list[str], first: bool) -> bool:
+    def is_alias(option: list[str], first: bool, last: bool) -> bool:
         words = [(w, 0, 0) for w in option]
-        return any(m[0] + m[1] == len(option) and (first or m[0] == 0)
+        return any((m[0] == 0 or first) and (m[0] + m[1] == len(option) or last)
                    for alias in aliases for m in _match_all(words, alias))
 
-    right = [o for k, o in enumerate(options) if is_alias(o, k == 0)]
+    last = len(options) - 1
+    right = [k for k, o in enumerate(options) if is_alias(o, k == 0, k == last)]
     if not right:
         return None
-    return right, [o for o in options if o not in right]
+    # how a response names another option: the first option by its last two words, the last by its first two
+    named = [o[-2:] if k == 0 else o[:2] if k == last else o for k, o in enumerate(options) if k not in right]
+    return [options[k] for k in right], named
 
 
 def answer_aliases(question: str, aliases: Sequence[str]) -> list[str]:
@@ -456,12 +466,12 @@ def _fuzzy_match(words: Sequence[str], alias: Sequence[str]) -> bool:
     return False
 
 
-def _is_acronym(short: str, words: Sequence[str]) -> bool:
+def _is_acronym(short: str, words: Sequence[str], initials: bool = False) -> bool:
     """``short`` spelled by the words' leading letters ("egfr" <- epidermal growth factor receptor).
 
-    Each word gives a prefix of at least one letter (a number gives itself); linking words
-    (of, in, and, type, ...) may give nothing, and so may receptor / cell / protein when
-    another spelling word follows.
+    Each word gives a prefix of at least one letter (only its first with ``initials``; a
+    number gives itself); linking words (of, in, and, type, ...) may give nothing, and so
+    may receptor / cell / protein when another spelling word follows.
     """
     content = [w for w in words if w not in _ACRONYM_SKIP]
     if len(content) < 2 or not 2 <= len(short) <= 2 * len(content):
@@ -479,7 +489,7 @@ def _is_acronym(short: str, words: Sequence[str]) -> bool:
         if word.isdigit():
             return short.startswith(word, i) and spell(i + len(word), j + 1)
         k = 0
-        while k < len(word) and i + k < len(short) and short[i + k] == word[k]:
+        while k < (1 if initials else len(word)) and i + k < len(short) and short[i + k] == word[k]:
             k += 1
             if spell(i + k, j + 1):
                 return True
@@ -490,7 +500,7 @@ def _is_acronym(short: str, words: Sequence[str]) -> bool:
 
 def _single_word_abbreviation(short: str, word: str) -> bool:
     """"fxn" for frataxin: the word's first letter, then the rest of ``short`` in order, word >= 2x as long."""
-    if len(short) < 3 or len(word) < 2 * len(short) or short[0] != word[0] or not short.isalpha():
+    if len(short) < 3 or len(word) < 2 * len(short) or short[0] != word[0] or not (short + word).isalpha():
         return False
     rest = iter(word[1:])
     return all(c in rest for c in short[1:])
@@ -540,7 +550,7 @@ def _upper_words(text: str) -> set[str]:
 
 
 _OR_RE = re.compile(r"\bor\b", re.IGNORECASE)
-_AND_OR_RE = re.compile(r"\band\s*/?\s*or\b", re.IGNORECASE)
+_AND_OR_RE = re.compile(r"\band\s*/?\s*or\b|\bor\s*/\s*and\b", re.IGNORECASE)
 
 
 def bio_alias_variants(alias: str) -> list[str]:
@@ -605,6 +615,17 @@ def bio_items(response: str) -> list[str] | None:
     return items
 
 
+def _uncopied(response: str, question: str) -> str:
+    """The response's words (:func:`bio_words`) without the runs of two or more it copies from the question."""
+    words, asked = bio_words(response), bio_words(question)
+    pairs = set(zip(asked, asked[1:]))
+    copied = set()
+    for i in range(len(words) - 1):
+        if (words[i], words[i + 1]) in pairs:
+            copied |= {i, i + 1}
+    return " ".join(w for i, w in enumerate(words) if i not in copied)
+
+
 # A last word that only names the kind of thing ("leishmania species", "apoe4 isoform", "htt gene").
 _GENERIC_TAIL = frozenset(("species", "spp", "genus", "gene", "isoform", "family", "process", "activity", "therapy",
                            "status", "level", "expression"))
@@ -622,6 +643,11 @@ class BioRuleJudge:
     epidermal growth factor receptor, "AF" / atrial fibrillation; capitals in the original);
     or a number inside the variant's range; or a short response (1-6 words, one not in the
     question) lies whole inside the variant ("diabetes" / "diabetes mellitus").
+
+    An either/or question ("Is X up or downregulated?") needs the right option chosen alone
+    (:func:`find_alias`). When every variant is in the question, the runs of words the response
+    copies from the question are not searched. Acronym and abbreviation matches need letters
+    the question does not already give.
 
     A list answer (:func:`bio_items`) that names a variant in one of its items is correct only when
     every item matches or lies inside a variant: "T cells and B cells" is wrong when only T cells
@@ -651,6 +677,11 @@ class BioRuleJudge:
         if len(core) == 1 and core[0] in _upper_words(response) and any(
                 _is_acronym(core[0], asked[i:j]) for i in range(len(asked)) for j in range(i + 2, len(asked) + 1)):
             return "wrong: abbreviates the question"
+        if _either_or(question, aliases):
+            chosen = find_alias(response, aliases, question) is not None
+            return "correct: chose the right option" if chosen else "wrong: did not choose the right option alone"
+        if all(_glued_matches(asked, "".join(w)) for _, w in variants):
+            response = _uncopied(response, question)  # every alias is in the question: look past the copied parts
         items = bio_items(response)
         whole = self._matches(response, variants, question)
         if items is None:
@@ -709,7 +740,7 @@ class BioRuleJudge:
             new = set(content) - asked  # words the question already gives are not asked of the answer
             if len(content) >= 2 and len(new) >= 2 and set(_short_tokens(content)) <= said:
                 need = len(new) if len(new) <= 3 else math.ceil(0.75 * len(new))
-                if sum(_said_alike(w, said) for w in new) >= need:
+                if sum(_said_alike(w, said - asked) for w in new) >= need:
                     return "all words"
             if _fuzzy_match(words, variant):
                 return "spelling"
@@ -717,10 +748,10 @@ class BioRuleJudge:
                 return "acronym"
             if len(variant) == 1 and (variant[0] in _upper_words(raw) or raw.isupper()):
                 short, n = variant[0], len(words)
-                if any(_is_acronym(short, words[i:j]) for i in range(n)
-                       for j in range(i + 2, min(n, i + len(short) + 3) + 1)):
+                if any(_is_acronym(short, words[i:j], initials=True) and not set(words[i:j]) <= asked
+                       for i in range(n) for j in range(i + 2, min(n, i + len(short) + 3) + 1)):
                     return "acronym"
-            if len(variant) == 1 and any(_single_word_abbreviation(w, variant[0]) for w in upper):
+            if len(variant) == 1 and any(_single_word_abbreviation(w, variant[0]) for w in upper - asked):
                 return "abbreviation"
             if len(variant) <= 8 and _number_in_range(text, raw):
                 return "number range"
