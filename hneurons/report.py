@@ -714,22 +714,28 @@ def asked_text(result: Mapping[str, Any]) -> str:
 
 
 def judge_lines(agreement: Mapping[str, Any]) -> list[str]:
-    """Judge agreement with labels written outside this project's code (hand labels, GPT-4o verdicts)."""
+    """Judge agreement with labels written outside this project's code: hand labels of real responses
+    (per dataset and class) and GPT-4o verdicts on BioASQ answers (the half not used to write the rules)."""
     rows = []
-    for kind, entry in sorted(agreement.items()):
-        if not isinstance(entry, Mapping) or "n" not in entry:
-            continue
-        per_class = entry.get("per_class") or {}
-        classes = "; ".join(f"{name} {c.get('n_agree', '?')}/{c.get('n', '?')}" for name, c in sorted(per_class.items()))
-        kappa = entry.get("kappa")
-        rows.append([kind, entry.get("reference", "hand labels"), entry["n"], pct(entry.get("agreement")),
-                     f"{kappa:.2f}" if isinstance(kappa, (int, float)) and np.isfinite(kappa) else "–",
-                     classes or "–"])
+    hand = agreement.get("hand_labels") or {}
+    for name, entry in sorted((hand.get("by_dataset") or {}).items()):
+        classes = "; ".join(f"{c}: precision {pct(entry[c].get('precision'))} of {entry[c].get('n_judge')}, "
+                            f"recall {pct(entry[c].get('recall'))} of {entry[c].get('n_human')}"
+                            for c in ("faithful", "hallucinated") if isinstance(entry.get(c), Mapping))
+        rows.append([DATASET_NAMES.get(name, name), "hand labels, real responses", entry.get("n"),
+                     pct(entry.get("agreement")), "–", classes])
+    gpt = agreement.get("bioasq_gpt4o") or {}
+    if isinstance(gpt.get("report"), Mapping):
+        r = gpt["report"]
+        rows.append(["BioASQ", f"GPT-4o verdicts, Gemma-3-4B answers (held-out half; judge `{gpt.get('judge')}`)",
+                     r.get("n"), pct(r.get("agreement")), f"{r['kappa']:.2f}" if r.get("kappa") is not None else "–",
+                     f"correct: precision {pct(r.get('precision'))} of {r.get('n_pred_true')}, recall "
+                     f"{pct(r.get('recall'))} of {r.get('n_ref_true')}"])
     if not rows:
         return []
-    return ["Judge agreement with labels nobody here wrote (hand labels of real responses; GPT-4o verdicts on "
-            "Gemma-3-4B BioASQ answers, held-out half):", "",
-            md_table(["judge check", "reference", "n", "agreement (%)", "Cohen's κ", "agree / n per class"], rows), ""]
+    return ["Judges against labels nobody here wrote (precision = share of the judge's class the reference "
+            "agrees with; recall = share of the reference class the judge finds):", "",
+            md_table(["dataset", "reference", "n", "agreement (%)", "Cohen's κ", "per class (%)"], rows), ""]
 
 
 def _pct_num(x: Any) -> float | None:

@@ -83,7 +83,7 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
            "decoding": settings,
            "batch_size": p("batch_size"), "extract_batch_size": p("extract_batch_size"),
            "max_per_class": p("max_per_class"), "n_boot": p("n_boot"), "table_metric": p("table_metric"),
-           "judge_fixtures": p("judge_fixtures"), "prompt": param(params, "sample.prompt"),
+           "judge_fixtures": p("judge_fixtures"), "judge_reference": p("judge_reference"), "prompt": param(params, "sample.prompt"),
            "probe_dataset": param(params, "probe.dataset"), "labelling": param(params, "probe.labelling"),
            "baseline_C": param(params, "probe.baseline_C"), "n_random_seeds": param(params, "probe.n_random_seeds"),
            "seed": int(param(params, "base.seed")), "dtype": param(params, "base.dtype", "float32"),
@@ -191,18 +191,27 @@ def dataset_result(model, tokenizer, probe, frame: pd.DataFrame, name: str, meta
     return {**counts, "n_selected": int(frame["selected"].sum()), "span_dropped": span_dropped, **result}
 
 
-def fixture_agreement(directory: Any) -> dict[str, Any]:
-    """Judge agreement on the hand-labelled fixtures (``qa.jsonl``, ``nonexist.jsonl``); {} if disabled."""
+def judge_checks(directory: Any, reference: Any) -> dict[str, Any]:
+    """The judges against labels written outside this code: the hand-labelled fixtures (``qa.jsonl``,
+    ``nonexist.jsonl`` in ``directory``) and, for BioASQ, GPT-4o verdicts (``reference``, report half)."""
     from hneurons.detect import judge_agreement, read_fixture
+    from hneurons.judge import BioRuleJudge
+    from hneurons.judge_eval import bioasq_reference_agreement
 
-    if not directory:
-        return {}
-    out = {}
-    for kind in ("qa", "nonexist"):
-        path = Path(directory) / f"{kind}.jsonl"
-        out[kind] = judge_agreement(read_fixture(path))
-        log.info("judge agreement with hand labels (%s): %d/%d = %.3f", path, out[kind]["n_agree"], out[kind]["n"],
-                 out[kind]["agreement"])
+    out: dict[str, Any] = {}
+    if directory:
+        records = [r for kind in ("qa", "nonexist") for r in read_fixture(Path(directory) / f"{kind}.jsonl")]
+        out["hand_labels"] = judge_agreement(records)
+        log.info("judge agreement with hand labels (%s): %d/%d = %.3f", directory, out["hand_labels"]["n_agree"],
+                 out["hand_labels"]["n"], out["hand_labels"]["agreement"])
+    if reference:
+        path = Path(reference)
+        if not path.is_file():
+            raise HNeuronsError(f"{SECTION}.judge_reference={reference!r}: file not found")
+        out["bioasq_gpt4o"] = bioasq_reference_agreement(path, BioRuleJudge())
+        report = out["bioasq_gpt4o"]["report"]
+        log.info("BioASQ judge vs GPT-4o (report half): n=%d agreement %.3f kappa %.3f", report["n"],
+                 report["agreement"], report["kappa"])
     return out
 
 
@@ -222,7 +231,7 @@ def main(argv: list[str]) -> None:
     from hneurons.models import load_causal_lm
     from hneurons.probe import load_probe
 
-    agreement = fixture_agreement(cfg["judge_fixtures"])
+    agreement = judge_checks(cfg["judge_fixtures"], cfg["judge_reference"])
     model_dir = Path(f"models/llm/{family}/instruct")
     probe, _ = load_probe(Path(f"models/probe/{family}"))
     acts = Path(f"data/activations/{family}/instruct/{cfg['probe_dataset']}.parquet")

@@ -266,7 +266,8 @@ def _workspace(tmp_path: Path, datasets: list[str]) -> Path:
                    "decoding": {d: {"temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 8}
                                 for d in ("triviaqa", "nq_open", "bioasq", "nonexist")},
                    "batch_size": 8, "extract_batch_size": 4, "max_per_class": None, "n_boot": 50,
-                   "table_metric": "accuracy", "judge_fixtures": "fixtures"},
+                   "table_metric": "accuracy", "judge_fixtures": "fixtures",
+                   "judge_reference": str(ROOT / "data/raw/bioasq/systemicvoid_bioasq13b_factoid_samples.jsonl")},
     }
     (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     return project
@@ -285,7 +286,9 @@ def test_detect_stage_writes_table1_metrics_and_responses_reproducibly(tmp_path)
     assert "judge agreement with hand labels" in result.stderr
     metrics = json.loads((project / "reports/detect/tiny/metrics.json").read_text())
     assert set(metrics["datasets"]) == {"triviaqa", "nq_open", "bioasq"}
-    assert metrics["judge_agreement"]["qa"]["n"] >= 50 and metrics["span_rule"] == "default"
+    hand, gpt = metrics["judge_agreement"]["hand_labels"], metrics["judge_agreement"]["bioasq_gpt4o"]
+    assert set(hand["by_dataset"]) == {"triviaqa", "nq_open", "bioasq", "nonexist"} and metrics["span_rule"] == "default"
+    assert gpt["judge"] == "rule-bio" and gpt["report"]["n"] + gpt["dev"]["n"] == 1600 and gpt["report"]["kappa"] >= 0.75
     responses = pd.read_parquet(project / "data/detect/tiny/responses.parquet")
     trivia = responses[responses["dataset"] == "triviaqa"]
     assert set(trivia["example_id"]) == {f"triviaqa_{i:03d}" for i in range(8, 20)}  # not train/validation

@@ -146,9 +146,15 @@ def write_family(root: Path, family: str, *, detect=True, intervene=True, origin
         datasets = {d: {"h_neurons": summary(acc, n), "random": random, "length": {"response_tokens": summary(0.5)}}
                     for d, acc, n in zip(rp.DETECT_DATASETS, (0.8, 0.7, 0.65, 0.9), (100, 100, 100, 40))}
         datasets["nonexist"].update(min_per_class=33, n_pool=600, n_questions=600)  # 20 per class: under the floor
-        agreement = {"bioasq_gpt4o": {"reference": "GPT-4o verdicts", "n": 800, "agreement": 0.9, "kappa": 0.78,
-                                      "per_class": {"faithful": {"n": 280, "n_agree": 250}}},
-                     "qa": {"n": 120, "agreement": 0.95, "per_class": {"faithful": {"n": 40, "n_agree": 38}}}}
+        from hneurons.judge_eval import agreement as judge_agreement
+
+        bio = judge_agreement([True] * 250 + [False] * 30 + [False] * 500 + [True] * 20,
+                              [True] * 250 + [True] * 30 + [False] * 500 + [False] * 20)
+        nq = {"n": 60, "agreement": 0.95,
+              "faithful": {"n_human": 31, "n_judge": 30, "recall": 29 / 31, "precision": 29 / 30},
+              "hallucinated": {"n_human": 29, "n_judge": 30, "recall": 28 / 29, "precision": 28 / 30}}
+        agreement = {"bioasq_gpt4o": {"judge": "rule-bio", "report": bio},
+                     "hand_labels": {"n": 60, "n_agree": 57, "agreement": 0.95, "by_dataset": {"nq_open": nq}}}
         write(root, f"reports/detect/{family}/metrics.json",
               dumps_json({"table_metric": "accuracy", "datasets": datasets, "judge_agreement": agreement}))
     if intervene:
@@ -216,7 +222,10 @@ def test_report_renders_every_section_next_to_the_paper(tmp_path):
     assert "| n faithful / hallucinated | 50 / 50 | 50 / 50 | 50 / 50 | 20 / 20 ⚑ |" in md
     assert ("⚑ Too few rows to read, so no gain is printed: NonExist: fewer than 30 rows per class (faithful 20, "
             "hallucinated 20), target 33 per class not reached after 600 of 600 eligible questions.") in md
-    assert "| bioasq_gpt4o | GPT-4o verdicts | 800 | 90.0 | 0.78 | faithful 250/280 |" in md
+    assert ("| BioASQ | GPT-4o verdicts, Gemma-3-4B answers (held-out half; judge `rule-bio`) | 800 | 93.8 | 0.86 | "
+            "correct: precision 92.6 of 270, recall 89.3 of 280 |") in md
+    assert ("| NQ-Open | hand labels, real responses | 60 | 95.0 | – | faithful: precision 96.7 of 30, recall 93.5 of "
+            "31; hallucinated: precision 93.3 of 30, recall 96.6 of 29 |") in md
     # intervention: slopes in pp per alpha (0.05 per alpha = 5 pp), the stand-in named, paper slope column
     assert "| falseqa | h_neurons |" in md and "+5.00 / +5.00" in md and "faitheval_style (stand-in" in md
     # intervention: paired H - random per item, flagged under the floor, screened pools named
