@@ -158,10 +158,10 @@ _LIST_COMMA_RE = re.compile(r",(?!\d)")
 def choice_options(question: str) -> list[list[str]]:
     """Options of an "X or Y" / "X, Y or Z" question as normalized word lists ([] without "or").
 
-    The clause holding the last "or" is split at commas and that "or"; the first option,
-    which carries the question's stem ("... in the USA double, triple or quadruple"), keeps
-    as many last words as the longest other option. Stems can leave a junk option ("born
-    first" in "Who was born first, X or Y"); it only matters when a response names it.
+    The clause holding the last "or" is split at commas and that "or". The first option
+    carries the question's stem before it ("... in the USA double, triple or quadruple") and
+    the last one the rest of the clause after it ("... or 2,050 miles long"); a stem can
+    make a junk option ("who was born first" in "Who was born first, X or Y").
     """
     found = list(_CHOICE_RE.finditer(question))
     if not found:
@@ -172,11 +172,7 @@ def choice_options(question: str) -> list[list[str]]:
     pieces = [p for p in _LIST_COMMA_RE.split(left) if normalize(p)] + [right]
     options = [[w for w, _, _ in normalized_words(p)] for p in pieces]
     options = [o for o in options if o]
-    if len(options) < 2:
-        return []
-    keep = max(len(o) for o in options[1:])
-    options[0] = options[0][-keep:]
-    return options
+    return options if len(options) >= 2 else []
 
 
 def _either_or(question: str, aliases: Sequence[str]) -> tuple[list[list[str]], list[list[str]]] | None:
@@ -444,25 +440,26 @@ def _short_tokens(words: Sequence[str]) -> list[str]:
 
 
 def _fuzzy_match(words: Sequence[str], alias: Sequence[str]) -> bool:
-    """A word window spelled nearly like the alias (typos: "fibrilation"): glued difflib ratio >= 0.9
-    (>= 0.85 from 16 letters), the same first 5 letters (hyper- / hypo-), the same short / numeric /
-    Greek tokens (IL-6 / IL-8), alias at least 10 letters."""
+    """A word window spelled nearly like the alias (typos: "fibrilation"): as many words, each the
+    same or a near spelling of a long word (6+ letters, difflib ratio >= 0.8, same first letter),
+    glued difflib ratio >= 0.9 (>= 0.85 from 16 letters), the same first 5 letters (hyper- /
+    hypo-), alias at least 10 letters. "double stranded RNA" is no spelling of "... DNA"."""
     from difflib import SequenceMatcher
 
-    target = "".join(alias)
+    target, n = "".join(alias), len(alias)
     if len(target) < 10:
         return False
     ratio = 0.85 if len(target) >= 16 else 0.9
-    short = _short_tokens(alias)
-    for i in range(len(words)):
-        acc = ""
-        for j in range(i, len(words)):
-            acc += words[j]
-            if len(acc) > 1.2 * len(target):
-                break
-            if len(acc) >= 0.8 * len(target) and acc[:5] == target[:5] and _short_tokens(words[i:j + 1]) == short \
-                    and SequenceMatcher(None, acc, target).ratio() >= ratio:
-                return True
+
+    def near(a: str, b: str) -> bool:
+        return a == b or (min(len(a), len(b)) >= 6 and a[0] == b[0] and SequenceMatcher(None, a, b).ratio() >= 0.8)
+
+    for i in range(len(words) - n + 1):
+        window = words[i:i + n]
+        acc = "".join(window)
+        if acc[:5] == target[:5] and all(near(a, b) for a, b in zip(window, alias)) \
+                and SequenceMatcher(None, acc, target).ratio() >= ratio:
+            return True
     return False
 
 
@@ -470,8 +467,8 @@ def _is_acronym(short: str, words: Sequence[str], initials: bool = False) -> boo
     """``short`` spelled by the words' leading letters ("egfr" <- epidermal growth factor receptor).
 
     Each word gives a prefix of at least one letter (only its first with ``initials``; a
-    number gives itself); linking words (of, in, and, type, ...) may give nothing, and so
-    may receptor / cell / protein when another spelling word follows.
+    number gives itself); linking words (of, in, and, type, ...) may give nothing (with
+    ``initials`` they must), and so may receptor / cell / protein when another spelling word follows.
     """
     content = [w for w in words if w not in _ACRONYM_SKIP]
     if len(content) < 2 or not 2 <= len(short) <= 2 * len(content):
@@ -486,6 +483,8 @@ def _is_acronym(short: str, words: Sequence[str], initials: bool = False) -> boo
         word = words[j]
         if (word in _ACRONYM_SKIP or (word in _ACRONYM_INNER and 0 < j < last)) and spell(i, j + 1):
             return True
+        if initials and word in _ACRONYM_SKIP:
+            return False
         if word.isdigit():
             return short.startswith(word, i) and spell(i + len(word), j + 1)
         k = 0
@@ -506,7 +505,7 @@ def _single_word_abbreviation(short: str, word: str) -> bool:
     return all(c in rest for c in short[1:])
 
 
-_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
+_NUMBER_RE = re.compile(r"(?<![^\W\d_])\d+(?:\.\d+)?(?![^\W\d_])")  # not part of a name such as Aβ42
 _RANGE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%?\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)|"
                        r"between\s+(\d+(?:\.\d+)?)\s*%?\s*and\s+(\d+(?:\.\d+)?)")
 
@@ -550,7 +549,7 @@ def _upper_words(text: str) -> set[str]:
 
 
 _OR_RE = re.compile(r"\bor\b", re.IGNORECASE)
-_AND_OR_RE = re.compile(r"\band\s*/?\s*or\b|\bor\s*/\s*and\b", re.IGNORECASE)
+_AND_OR_RE = re.compile(r"\band\s*/?\s*or\b|\bor\s*/?\s*and\b", re.IGNORECASE)
 
 
 def bio_alias_variants(alias: str) -> list[str]:
@@ -649,7 +648,8 @@ class BioRuleJudge:
     copies from the question are not searched. Acronym and abbreviation matches need letters
     the question does not already give.
 
-    A list answer (:func:`bio_items`) that names a variant in one of its items is correct only when
+    A list answer (:func:`bio_items`; in a one-sentence reply, what follows its last is/are/was/were)
+    that names a variant in one of its items is correct only when
     every item matches or lies inside a variant: "T cells and B cells" is wrong when only T cells
     are gold (a match only across the items, "movement of leaves or shoots in response to darkness",
     is judged on the whole). Refusals are never correct.
@@ -683,6 +683,10 @@ class BioRuleJudge:
         if all(_glued_matches(asked, "".join(w)) for _, w in variants):
             response = _uncopied(response, question)  # every alias is in the question: look past the copied parts
         items = bio_items(response)
+        if items is None:  # "The first line treatment ... is immunotherapy and corticosteroids."
+            copula = list(re.finditer(r"\b(?:is|are|was|were)\s+", response.strip()))
+            if copula and not re.search(r"[.!?]\s", response.strip()):
+                items = bio_items(response.strip()[copula[-1].end():])
         whole = self._matches(response, variants, question)
         if items is None:
             return f"correct: {whole}" if whole else "wrong: no match"
@@ -748,14 +752,19 @@ class BioRuleJudge:
                 return "acronym"
             if len(variant) == 1 and (variant[0] in _upper_words(raw) or raw.isupper()):
                 short, n = variant[0], len(words)
-                if any(_is_acronym(short, words[i:j], initials=True) and not set(words[i:j]) <= asked
-                       for i in range(n) for j in range(i + 2, min(n, i + len(short) + 3) + 1)):
+                spans = [(0, len(core))] if len(short) < 3 else \
+                    [(i, j) for i in range(n) for j in range(i + 2, min(n, i + len(short) + 3) + 1)]
+                text_words = core if len(short) < 3 else words  # a two-letter acronym: the whole answer
+                if any(_is_acronym(short, text_words[i:j], initials=True) and not set(text_words[i:j]) <= asked
+                       for i, j in spans):
                     return "acronym"
             if len(variant) == 1 and any(_single_word_abbreviation(w, variant[0]) for w in upper - asked):
                 return "abbreviation"
             if len(variant) <= 8 and _number_in_range(text, raw):
                 return "number range"
+            numeric = all(w.isdigit() for w in core)  # a bare number only inside "16569 bps", not "hr 1 04"
             if 1 <= len(core) <= 6 and set(core) - asked - _BIO_STOP and _glued_matches(variant, "".join(core)) \
+                    and (not numeric or [w for w in variant if any(c.isdigit() for c in w)] == core) \
                     and (len(content) <= 8 or 3 * len(core) >= len(content)):
                 return "inside alias"
         return None
