@@ -6,7 +6,8 @@ Labels: 1 = hallucinated, 0 = faithful, -1 = dropped (``reason`` says why).
 - QA sets (TriviaQA, NQ-Open, BioASQ): the rule judge (:class:`hneurons.judge.RuleJudge`,
   whole-word alias match, aliases inside the question ignored; BioASQ:
   :class:`hneurons.judge.BioRuleJudge`). Correct -> faithful, wrong -> hallucinated;
-  refusals and empty responses are dropped (the probe was trained without refusals, paper §2).
+  refusals, empty responses and wrong replies that only repeat the question are dropped (the
+  probe was trained without refusals, paper §2).
 - NonExist (fabricated entities, no reference answer): :func:`is_abstention` -> faithful
   (an "I don't know", "does not exist", "not a real ...", "no information" reply),
   any other non-empty reply -> hallucinated (a confident answer about something that
@@ -54,27 +55,38 @@ _ABSTAIN_PATTERNS = [
     r"\bisn'?t (?:a )?(?:real|known|recogni[sz]ed)\b", r"\bfictional\b", r"\bfictitious\b", r"\bmade[- ]up\b(?! of)",
     r"\bno (?:such|record|records|information|data|evidence|mention)\b", r"\bnot familiar\b",
     r"\bnot (?:able|aware)\b", r"\bunfamiliar\b", r"\bcan ?not (?:find|locate|identify)\b",
-    r"\bcould ?n[o']t (?:find|locate|identify)\b", r"\bunknown\b", r"\bnot (?:been )?(?:found|documented)\b",
+    r"\bcould ?n[o']t (?:find|locate|identify)\b", r"\bnot (?:been )?documented\b",
+    r"\b(?:is|are|was|were|remains?|still|currently|largely|as yet) unknown\b", r"\bunknown to\b",  # not "an unknown cure"
     r"\bhypothetical\b", r"\bimaginary\b", r"\bthere (?:is|are) no\b",
 ]
 _ABSTAIN_RE = re.compile("|".join(_ABSTAIN_PATTERNS))
 # A hedge that goes on to answer anyway ("not known for sure, but it was approved in 2017") is an answer.
 _HEDGE_THEN_ANSWER_RE = re.compile(
-    r"\b(?:not (?:known|sure|certain)|(?:currently |still )?unknown|uncertain|unsure)\b[^.;]*?\b(?:but|however)\b")
+    r"\b(?:not (?:known|sure|certain)|(?:currently |still )?unknown|uncertain|unsure|"
+    r"no (?:specific |available |definitive )?(?:information|data|details))\b[^.;]*?\b(?:but|however|other than)\b")
 _WORD_RE = re.compile(r"[^\W_]+")
+
+
+# "I'm sorry for the confusion", "I apologize for any misunderstanding": filler, not a refusal.
+_APOLOGY_RE = re.compile(r"\b(?:i'?m|i am) (?:so |very )?sorry (?:for|about)\b[^.,;!?]*|\bi apologi[sz]e (?:for|about)\b[^.,;!?]*")
+_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def is_abstention(response: str) -> bool:
     """True if a reply about a (fabricated) entity declines to answer or says it does not exist.
 
     Covers :func:`hneurons.judge.is_refusal` (refusals, "I don't know", hedges) plus
-    "does not exist", "not a real ...", "fictional", "no information/record", "not familiar".
-    A hedge followed in the same sentence by "but"/"however" ("not known for certain, but
-    it is believed to ...") is not an abstention: it answers anyway (3 of the 72 NonExist
-    fixture responses do this). An empty reply counts as an abstention here;
+    "does not exist", "not a real ...", "fictional", "no information/record", "not familiar",
+    in the reply's **first sentence** (with words): a reply that opens with a claim and hedges
+    later ("The most common side effect is bleeding. However, the mechanism is unknown.") answers.
+    Apologies for confusion or misunderstanding are filler and are skipped. A hedge followed in
+    the same sentence by "but"/"however" ("not known for certain, but it is believed to ...") is
+    not an abstention: it answers anyway. An empty reply counts as an abstention here;
     :func:`judge_nonexist` drops it first.
     """
-    text = response.lower().replace("\u2019", "'").replace("\u2018", "'")
+    text = _APOLOGY_RE.sub(" ", response.lower().replace("\u2019", "'").replace("\u2018", "'"))
+    sentences = [part for part in _SENTENCE_RE.split(text.strip()) if _WORD_RE.search(part)]
+    text = sentences[0] if sentences else ""
     hedged = _HEDGE_THEN_ANSWER_RE.search(text)
     if hedged:
         text = text[:hedged.start()] + text[hedged.end():]
@@ -108,13 +120,30 @@ def qa_judge(dataset: str) -> Judge:
 
 def judge_qa(question: str, response: str, aliases: Sequence[str], judge: Judge | None = None) -> Verdict:
     """Alias judge for TriviaQA / NQ-Open / BioASQ (default RuleJudge): correct -> 0, wrong -> 1,
-    refusal/empty -> dropped."""
+    refusal / empty / a wrong reply made only of the question's words (:func:`repeats_question`) -> dropped."""
     if _empty(response):
         return Verdict(DROPPED, "empty")
     verdict = (judge or RuleJudge()).judge(question, response, list(aliases))
     if verdict.refusal:
         return Verdict(DROPPED, "refusal")
-    return Verdict(FAITHFUL, "correct") if verdict.correct else Verdict(HALLUCINATED, "wrong")
+    if verdict.correct:
+        return Verdict(FAITHFUL, "correct")
+    return Verdict(DROPPED, "repeats_question") if repeats_question(question, response) else Verdict(HALLUCINATED, "wrong")
+
+
+# Words that add nothing to a copy of the question ("The answer is: <question>").
+_FILLER = frozenset(("answer", "is", "are", "was", "were", "it", "this", "that", "question", "the", "an", "of", "in",
+                     "to", "and", "s"))
+
+
+def repeats_question(question: str, response: str) -> bool:
+    """True when the response copies the question and adds nothing: every word of it (but filler
+    such as "the answer is") is a word of the question, and it holds more than half of the
+    question's words ("In which country was Emilio Estevez born?"). Picking an entity out of the
+    question ("Mick Jagger") is an answer, not a copy."""
+    asked = {w.lower() for w in _WORD_RE.findall(question)} - _FILLER
+    said = {w.lower() for w in _WORD_RE.findall(response)} - _FILLER
+    return bool(said) and said <= asked and len(said) > len(asked) / 2
 
 
 def judge_nonexist(response: str) -> Verdict:

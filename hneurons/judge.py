@@ -285,6 +285,8 @@ _REFUSAL_PATTERNS = [
     r"\bnot enough information\b", r"\bi don'?t have\b", r"\bi do not have\b", r"\bnot aware of\b",
     r"\bno (?:known|reliable|such)\b", r"\bis unknown\b", r"\bnot possible to (?:say|know|determine)\b",
     r"\bas an ai\b", r"\bcould not find\b", r"\bcouldn'?t find\b", r"\bno record\b",
+    r"\b(?:topic|subject|matter) of (?:ongoing |active |much )?(?:debate|research|discussion|speculation)\b",
+    r"\bis not known\b", r"\bnot specified\b",
 ]
 _REFUSAL_RE = re.compile("|".join(_REFUSAL_PATTERNS))
 
