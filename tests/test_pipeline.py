@@ -81,7 +81,7 @@ def test_detect_writes_table1_and_judge_agreement(pipeline):
     metrics = json.loads((repo / "reports/detect/tiny/metrics.json").read_text())
     h = metrics["datasets"]["triviaqa"]["h_neurons"]
     assert 0 <= h["accuracy"] <= 1 and 0 <= h["auroc"] <= 1 and h["n"] > 0
-    assert metrics["judge_agreement"]["qa"]["n"] >= 50
+    assert metrics["judge_agreement"]["hand_labels"]["n"] >= 50
     table = (repo / "reports/detect/tiny/table1.csv").read_text().splitlines()
     assert table[0].split(",")[:2] == ["neurons", "TriviaQA"]
     assert {line.split(",")[0] for line in table[1:]} == {"Random", "H-Neurons"}
