@@ -305,6 +305,23 @@ def test_kappa_agreement_and_split():
     assert half != split_half(ids, seed=1)
 
 
+def test_fixture_split_is_by_question_and_stable():
+    from hneurons.detect import read_fixture
+    from hneurons.judge_eval import fixture_key, split_fixture, split_half
+
+    records = [r for kind in ("qa", "nonexist") for r in read_fixture(ROOT / f"tests/fixtures/detect/{kind}.jsonl")]
+    halves = split_fixture(records)
+    assert len(halves["dev"]) + len(halves["report"]) == len(records)
+    assert split_fixture(list(reversed(records)))["dev"] == list(reversed(halves["dev"]))  # fixed per record
+    dev = {fixture_key(r) for r in halves["dev"]}
+    assert dev.isdisjoint(fixture_key(r) for r in halves["report"])  # every response to a question in one half
+    assert all(split_half([fixture_key(r)])[fixture_key(r)] == "dev" for r in halves["dev"])
+    assert fixture_key({"dataset": "nonexist", "example_id": "nonexist_medicine_000"}) == \
+        "nonexist:nonexist_medicine_000"
+    for name in ("triviaqa", "nq_open", "bioasq", "nonexist"):  # both halves hold every dataset
+        assert all(any(r["dataset"] == name for r in part) for part in halves.values()), name
+
+
 BIO_CASES = [  # (question, response, aliases, correct): Gemma-3-4B answers from the dev half, and variants
     ("Which is the cellular target of gefitinib?", "EGFR tyrosine kinase",
      ["epidermal growth factor receptor egfr", "Epidermal growth factor receptor (EGFR)"], True),
