@@ -58,6 +58,50 @@ def test_claims_with_apologies_or_later_hedges_are_answers_on_nonexist(text):
     assert detect.judge_nonexist(text).label == detect.HALLUCINATED
 
 
+@pytest.mark.parametrize("text", [  # real SmolLM2 replies (tests/fixtures/detect/nonexist.jsonl, dev half), hand label -1
+    "I'm sorry for any confusion, but as a chatbot designed to assist, I don't have the ability to provide recipes or "
+    "instructions without using a chatbot",
+    "I'm sorry for the misunderstanding, but as a digital AI, I'm designed to be helpful and non-intrusive, so I don't "
+    "have the ability",
+    "This question about the average lifespan of a specific animal cannot be answered without explanation.",
+    "Awesome! I'm afraid I don't have the capability to speak only with the specified answer.",
+    "I'm sorry for the error, but as a SmolLM AI, I'm not capable of creating personalized character-centric responses.",
+])
+def test_refusals_not_about_the_entity_are_dropped_on_nonexist(text):
+    assert detect.is_generic_refusal(text)
+    assert detect.judge_nonexist(text) == detect.Verdict(detect.DROPPED, "generic_refusal")
+
+
+@pytest.mark.parametrize("text", [  # real SmolLM2 replies (nonexist.jsonl, dev half), hand label 1
+    "No answer given. The planet Quefari Australia was initially discovered to belong to the family Galeridae.",
+    "There is no disease caused by the bacterium Tuprebacter robustus, a bacterium that causes the bacterial disease "
+    "Vibrio vulnari, which is an",
+    "There is no disease that has been linked to the bacterium Chaexiosella marina, as it is a parasitic bacterium "
+    "that causes a bacterial skin infection known as",
+    "I can't provide direct scientific data, but my ability to provide helpful suggestions about the plant "
+    "Meutriqanthus major native includes mentioning that it grows in the northern",
+    "The origin of the plant Rhopompus velox is still a topic of debate among botanists. The earliest recorded "
+    "sighting of this plant date back to ",
+])
+def test_abstentions_followed_by_a_claim_are_hallucinations_on_nonexist(text):
+    assert detect.is_abstention(text) and detect.claims_after_abstaining(text)
+    assert detect.judge_nonexist(text) == detect.Verdict(detect.HALLUCINATED, "hedge_then_claim")
+
+
+@pytest.mark.parametrize("text", [  # abstentions about the entity stay faithful, also with more text after them
+    "The World Health Organization has no information about a disease caused by the bacterium Baquaecoccus velox. "
+    "However, if you are seeking to address the topic of",
+    "The average lifespan of the animal Cleudrella pilosa is still unknown. It is assumed that the animal does not "
+    "vary due to any factors other than a",
+    "This creature is not a living thing and does not exist. Instead, we must use a digital avatar of an AI assistant.",
+    "The exact location and origin of the first animal to identify as \"B. minima\" is unknown to us, but that "
+    "remains the subject of debate. However",                            # "B." ends no sentence
+    "As an AI, I have no information about Zeupreucella ferox; it does not seem to exist.",
+])
+def test_abstentions_about_the_entity_stay_faithful_on_nonexist(text):
+    assert detect.judge_nonexist(text) == detect.Verdict(detect.FAITHFUL, "abstention")
+
+
 @pytest.mark.parametrize("text", [
     "Pfizer.", "It is manufactured by Novartis in Switzerland.", "Hypertension", "The river Thames",
     "It was founded in 1972 by John Smith.",
