@@ -9,7 +9,9 @@ digits, ordinals alike, plurals singular and spaces inside names ignored ("New Y
 Further: aliases that occur in the question itself are ignored (:func:`answer_aliases`;
 on SmolLM2-135M, 43 of 134 "consistently correct" questions were otherwise responses that
 merely repeated the question); an either/or question needs its right option chosen; a
-negated mention ("not Y", "unlike Y") does not count.
+negated mention ("not Y", "unlike Y") does not count; nor does a common-noun alias inside a
+longer name ("states" in "United States"), a copy of the question when every alias is in it,
+or a year inside a date of the wrong month.
 
 BioASQ rule judge (:class:`BioRuleJudge`): abbreviations both ways, word order,
 biomedical spelling variants, number ranges; a list answer with a wrong item is wrong.
@@ -244,6 +246,71 @@ def _negated(text: str, words: list[tuple[str, int, int]], first: int, n: int, a
     return False
 
 
+def _alias_key(alias: str) -> str:
+    return "".join(_canon(w) for w, _, _ in normalized_words(alias))
+
+
+def _inside_longer_name(text: str, words: list[tuple[str, int, int]], first: int, n: int) -> bool:
+    """True when a capitalized match is part of a longer capitalized name: a neighbouring word, with only a
+    space between, is capitalized too ("States" in "The United States had ...", "Court" in "The Supreme Court").
+
+    Applied only to aliases written without capitals in every form (a common noun such as "states" or
+    "the court"), never to names ("Kennedy" in "John F. Kennedy").
+    """
+    span = words[first:first + n]
+    if not all(text[s].isupper() for _, s, _ in span):
+        return False
+    for k in (first - 1, first + n):
+        if 0 <= k < len(words):
+            w, s, e = words[k]
+            between = text[e:span[0][1]] if k < first else text[span[-1][2]:s]
+            if text[s].isupper() and not between.strip() and not w.isdigit():
+                return True
+    return False
+
+
+def _word_pairs(text: str) -> set[tuple[str, str]]:
+    ws = [_canon(w) for w, _, _ in normalized_words(text)]
+    return set(zip(ws, ws[1:]))
+
+
+def _copied(words: list[tuple[str, int, int]], first: int, n: int, pairs: set[tuple[str, str]]) -> bool:
+    """True when the match extends into a run copied from the question: the word before or after it forms,
+    with the match's edge word, a word pair of the question ("A 72 oz steak is ..." for "$72" asked of
+    "how much is a 72 oz steak"). Used only when every alias is in the question."""
+    tokens = [_canon(w) for w, _, _ in words]
+    end = first + n - 1
+    return (first > 0 and (tokens[first - 1], tokens[first]) in pairs) or \
+        (end + 1 < len(tokens) and (tokens[end], tokens[end + 1]) in pairs)
+
+
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december")
+_MONTH_SET = frozenset(_MONTHS) | frozenset(m[:3] for m in _MONTHS if m != "may")
+
+
+def _month(word: str) -> str | None:
+    return word[:3] if word in _MONTH_SET else None
+
+
+def _other_date(text: str, words: list[tuple[str, int, int]], first: int, n: int, aliases: Sequence[str]) -> bool:
+    """True when a year alias is matched inside a full date of another month ("surrendered on 11th of March
+    1918" when an alias is "30 October 1918"): the response names a month within the three words before the
+    year, an alias dates that year to a month, and no such alias has the response's month."""
+    if n != 1 or not re.fullmatch(r"\d{4}", words[first][0]):
+        return False
+    said = [_month(w) for w, _, _ in words[max(0, first - 3):first]]
+    said = [m for m in said if m]
+    if not said:
+        return False
+    year, dated = words[first][0], set()
+    for alias in aliases:
+        alias_words = [w for w, _, _ in normalized_words(alias)]
+        if year in alias_words:
+            dated |= {m for m in map(_month, alias_words) if m}
+    return bool(dated) and said[-1] not in dated
+
+
 def find_alias(response: str, aliases: Sequence[str], question: str | None = None) -> tuple[int, int] | None:
     """Char span [start, end) in ``response`` of the first whole-word alias match, or None.
 
@@ -252,17 +319,31 @@ def find_alias(response: str, aliases: Sequence[str], question: str | None = Non
     With ``question`` (what the rule judge uses): only :func:`answer_aliases` count,
     negated matches are skipped (:func:`_negated`: "it is not Y, it is Z", "unlike Y"),
     and for an either/or question the first option the response names must be a right one
-    and the response must not offer two options joined by "or" ("X or Y").
+    and the response must not offer two options joined by "or" ("X or Y"). Also skipped:
+    a match of an alias written without capitals in all its forms (a common noun) that is
+    capitalized inside a longer capitalized name (:func:`_inside_longer_name`: "states" in
+    "The United States"); when every alias is in the question, a match inside a run copied
+    from the question (:func:`_copied`); a year alias inside a date of another month than
+    the aliases give (:func:`_other_date`).
     """
     words = normalized_words(response)
-    choice, asked = None, frozenset()
+    choice, asked, all_asked = None, frozenset(), False
     if question is not None:
         choice = _either_or(question, aliases)
-        aliases = answer_aliases(question, aliases)
+        kept = answer_aliases(question, aliases)
+        all_asked = choice is None and len(kept) == len(aliases) and bool(aliases) and \
+            all(_match(normalized_words(question), a) is not None for a in aliases if normalize(a))
+        aliases = kept
         asked = frozenset(w for w, _, _ in normalized_words(question))
-    matches = [m for alias in aliases for m in _match_all(words, alias)]
+    found = [(m, alias) for alias in aliases for m in _match_all(words, alias)]
     if question is not None:
-        matches = [m for m in matches if not _negated(response, words, *m, asked)]
+        proper = {_alias_key(a) for a in aliases if any(c.isupper() for c in a)}
+        pairs = _word_pairs(question) if all_asked else set()
+        found = [(m, a) for m, a in found if not _negated(response, words, *m, asked)
+                 and not (_alias_key(a) not in proper and _inside_longer_name(response, words, *m))
+                 and not (pairs and _copied(words, *m, pairs))
+                 and not _other_date(response, words, *m, aliases)]
+    matches = [m for m, _ in found]
     if not matches:
         return None
     first, n = min(matches, key=lambda m: (m[0], -m[1]))

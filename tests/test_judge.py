@@ -267,6 +267,33 @@ def test_either_or_questions_need_the_right_option_chosen():
     assert _trivia("tc_536", "Flint, Michigan").correct and not _trivia("tc_536", "Detroit").correct
 
 
+def test_generic_aliases_inside_names_copies_and_other_dates_are_no_answer():
+    judge = RuleJudge()
+    # NQ-Open (hand-labelled SmolLM2 replies, dev half): a lowercase alias inside a longer capitalized name
+    q = "which government had more power under the articles of confederation"
+    assert not judge.judge(q, "The United States had more power under the Articles of Confederation.",
+                           ["the states", "states"]).correct
+    assert judge.judge(q, "The states had more power.", ["the states", "states"]).correct
+    assert judge.judge(q, "States.", ["the states", "states"]).correct
+    assert not judge.judge("who rules on it?", "The Supreme Court rules on it.", ["the court"]).correct
+    # names are names: a capitalized alias may sit inside a longer name
+    assert judge.judge("Who was president?", "President John F. Kennedy", ["Kennedy"]).correct
+    assert judge.judge("Who built it?", "King Louis XIV of France", ["Louis XIV"]).correct
+    # every alias in the question: a match inside a run copied from the question is no answer
+    q = "how much is a 72 oz steak at the big texan"
+    assert not judge.judge(q, "A 72 oz steak is a common size in the United States.", ["$72"]).correct
+    assert judge.judge(q, "It costs $72.", ["$72"]).correct
+    assert judge.judge("Is it Paris?", "Paris", ["Paris"]).correct
+    # a year inside a full date of another month than the dated alias
+    q = "when did the ottoman empire surrender in ww1"
+    aliases = ["1918", "30 October 1918"]
+    assert not judge.judge(q, "The ottoman empire surrendered on 11th of march 1918.", aliases).correct
+    assert judge.judge(q, "It surrendered on 30 October 1918.", aliases).correct
+    assert judge.judge(q, "It surrendered in 1918.", aliases).correct
+    assert judge.judge(q, "In October 1918.", aliases).correct
+    assert judge.judge("When did it end?", "On 11 March 1918.", ["1918"]).correct  # no dated alias: the year counts
+
+
 def test_refusal_phrase_inside_the_matched_title_is_no_refusal():
     got = _trivia("qz_2160", "I'm Sorry I Haven't a Clue")
     assert got.correct and not got.refusal
