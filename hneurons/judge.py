@@ -600,14 +600,22 @@ def _numbers(text: str) -> list[float]:
 
 def _number_in_range(response: str, alias: str) -> bool:
     """A single number in the response inside an alias range ("between 10,000 and 20,000", "50% to 80%",
-    "more than 30"), or an alias number strictly inside a response range ("20-40%" for 30%)."""
+    "more than 30"), the response's numbers below an alias bound ("before age 25", "less than 5"), a response
+    range inside an alias range ("15-25%" for 11-75%), or an alias number strictly inside a response range
+    ("20-40%" for 30%)."""
     said, gold = _numbers(response), _numbers(alias)
     text = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", alias.lower())
     if len(said) == 1 and len(gold) == 2 and _RANGE_RE.search(text):
         return min(gold) <= said[0] <= max(gold)
     if len(said) == 1 and len(gold) == 1 and re.search(r"\b(?:more|greater) than\b|\bover\b", text):
         return said[0] > gold[0]
+    if 1 <= len(said) <= 2 and len(gold) == 1 and re.search(r"\b(?:less|fewer|younger) than\b|\bunder\b|\bbelow\b|"
+                                                        r"\bbefore (?:the )?age\b", text):
+        return max(said) < gold[0]
     spoken = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", response.lower())
+    if len(said) == 2 and len(gold) == 2 and _RANGE_RE.search(text) and _RANGE_RE.search(spoken) \
+            and not re.search(r"\bin\b|:|/", spoken):  # "15-25%" inside "11-75%"
+        return min(gold) <= min(said) and max(said) <= max(gold)
     if len(said) == 2 and len(gold) == 1 and _RANGE_RE.search(spoken) and not re.search(r"\bin\b|:|/", spoken):
         return min(said) < gold[0] < max(said)
     return False
@@ -708,6 +716,49 @@ def _uncopied(response: str, question: str) -> str:
     return " ".join(w for i, w in enumerate(words) if i not in copied)
 
 
+_BAND_RE = re.compile(r"(?:\d{1,2}|x|y)[pq]\d+(?:point\d+)?")
+
+
+def _refines(word: str, alias_word: str, whole: bool) -> bool:
+    """``word`` names a part or a more specific form of ``alias_word``: a sub-band of a chromosome band
+    ("Xp21.22" in Xp21), a methylation degree of a histone mark ("H3K9me3" for H3K9me, ``whole`` alias
+    only) or a part of a body region ("midfoot", "forefoot", "hindfoot" for foot, ``whole`` alias only)."""
+    if word == alias_word or not word.startswith(alias_word) and not word.endswith(alias_word):
+        return False
+    rest = word[len(alias_word):]
+    if _BAND_RE.fullmatch(alias_word) and word.startswith(alias_word) and re.fullmatch(r"point\d+", rest):
+        return True
+    if whole and re.fullmatch(r"[a-z\d]*\d[a-z\d]*me", alias_word) and word.startswith(alias_word) \
+            and rest in ("1", "2", "3"):
+        return True
+    return whole and alias_word.isalpha() and len(alias_word) >= 4 and word in {
+        p + alias_word for p in ("mid", "fore", "hind")}
+
+
+def _written_score(alias: str) -> tuple[int, int]:
+    """Which of two spellings of an alias keeps more of how it was written: capitals (acronyms), then
+    punctuation ("11-75%" over its normalized copy "11 75", so that the range is seen)."""
+    return sum(map(str.isupper, alias)), sum(not c.isalnum() and not c.isspace() for c in alias)
+
+
+# A one-word list item that only modifies the next item's head ("Eastern and Central North America").
+_MODIFIER_RE = re.compile(r"[A-Za-z]+(?:al|ic|ar|ary|ous|ive|ern|ian)", re.IGNORECASE)
+_SUBTYPE_RE = re.compile(r"(?<![\w.])(?=[a-z]{0,2}\d)(?=\d{0,2}[a-z])[a-z\d]{2,3}(?![\w.])")
+
+
+def _subtypes(text: str) -> set[str]:
+    """Short letter-digit codes that name a subtype ("type 2J", "CMT 4D", "1a")."""
+    return set(_SUBTYPE_RE.findall(unicodedata.normalize("NFKC", text).lower()))
+
+
+def _other_subtype(response: str, aliases: Sequence[str]) -> bool:
+    """True when the response names a subtype code and every alias names subtype codes, none of them the
+    response's ("Charcot-Marie-Tooth disease type 2J" for "CMT 4D")."""
+    said = _subtypes(response)
+    gold = [_subtypes(a) for a in aliases]
+    return bool(said) and all(gold) and not any(said & g for g in gold)
+
+
 # A last word that only names the kind of thing ("leishmania species", "apoe4 isoform", "htt gene").
 _GENERIC_TAIL = frozenset(("species", "spp", "genus", "gene", "isoform", "family", "process", "activity", "therapy",
                            "status", "level", "expression"))
@@ -723,8 +774,13 @@ class BioRuleJudge:
     variant of 2+ content words, all of them (any order; 3 of 4, 4 of 5, ... for 4+ words);
     or a near spelling (:func:`_fuzzy_match`); or an acronym of it either way ("EGFR" /
     epidermal growth factor receptor, "AF" / atrial fibrillation; capitals in the original);
-    or a number inside the variant's range; or a short response (1-6 words, one not in the
-    question) lies whole inside the variant ("diabetes" / "diabetes mellitus").
+    or a number inside the variant's range (also a range inside a range, numbers below "before
+    age N"); or a more specific form of a variant word (:func:`_refines`: a chromosome sub-band,
+    a histone mark's methylation degree, "midfoot" for foot); or a short response (1-6 words,
+    one not in the question) lies whole inside the variant ("diabetes" / "diabetes mellitus").
+    A response naming a subtype code ("type 2J") is wrong when every alias names other codes
+    ("CMT 4D"); in a list, a one-word modifier sharing the next item's head ("Eastern and
+    Central North America") is no item of its own.
 
     An either/or question ("Is X up or downregulated?") needs the right option chosen alone
     (:func:`find_alias`). When every variant is in the question, the runs of words the response
@@ -770,6 +826,8 @@ class BioRuleJudge:
             copula = list(re.finditer(r"\b(?:is|are|was|were)\s+", response.strip()))
             if copula and not re.search(r"[.!?]\s", response.strip()):
                 items = bio_items(response.strip()[copula[-1].end():])
+        if _other_subtype(response, aliases):
+            return "wrong: another subtype"
         whole = self._matches(response, variants, question)
         if items is None:
             return f"correct: {whole}" if whole else "wrong: no match"
@@ -778,7 +836,10 @@ class BioRuleJudge:
             return f"correct: {whole} (across the coordination)"  # "movement of leaves or shoots in response to ..."
         if found[-1] and re.match(r"(?:and |or )?other\b", items[-1], re.IGNORECASE):
             return f"correct: list ending in its category, {found[-1]}"  # "ticks, mites and other arthropods"
-        extra = [item for item, hit in zip(items, found) if not hit and not self._inside(bio_words(item), variants)]
+        extra = [item for k, (item, hit) in enumerate(zip(items, found))
+                 if not hit and not self._inside(bio_words(item), variants)
+                 and not (k + 1 < len(items) and _MODIFIER_RE.fullmatch(item.strip())
+                          and len(items[k + 1].split()) >= 2)]  # "Eastern and Central North America"
         if extra:
             return f"wrong: list item {extra[0]!r} is not an alias"
         hit = whole or next((h for h in found if h), None)
@@ -787,7 +848,7 @@ class BioRuleJudge:
     @staticmethod
     def _variants(question: str, aliases: Sequence[str]) -> list[tuple[str, list[str]]]:
         asked = bio_words(question)
-        found: dict[tuple[str, ...], str] = {}  # words -> the alias text (the one with most capitals)
+        found: dict[tuple[str, ...], str] = {}  # words -> the alias text (most capitals, then most punctuation)
         for alias in aliases:
             for variant in bio_alias_variants(str(alias)):
                 words = _trim(bio_words(variant))
@@ -795,7 +856,7 @@ class BioRuleJudge:
                                    and len("".join(words[:-1])) >= 4 else [])
                 for form in filter(None, forms):
                     key = tuple(form)
-                    if key not in found or sum(map(str.isupper, variant)) > sum(map(str.isupper, found[key])):
+                    if key not in found or _written_score(variant) > _written_score(found[key]):
                         found[key] = variant
         out = [(raw, list(words)) for words, raw in found.items()]
         kept = [(v, w) for v, w in out if not _glued_matches(asked, "".join(w))]
@@ -845,6 +906,8 @@ class BioRuleJudge:
                 return "abbreviation"
             if len(variant) <= 8 and _number_in_range(text, raw):
                 return "number range"
+            if any(_refines(w, v, len(variant) == 1) for w in set(words) - asked for v in variant):
+                return "more specific"
             numeric = all(w.isdigit() for w in core)  # a bare number only inside "16569 bps", not "hr 1 04"
             if 1 <= len(core) <= 6 and set(core) - asked - _BIO_STOP and _glued_matches(variant, "".join(core)) \
                     and (not numeric or [w for w in variant if any(c.isdigit() for c in w)] == core) \

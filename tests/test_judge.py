@@ -383,6 +383,25 @@ BIO_CASES = [  # (question, response, aliases, correct): Gemma-3-4B answers from
     ("Which cytokine?", "Interleukin 6", ["interleukin 8"], False),                    # numbers must agree
     ("Which condition?", "Hypothyroidism", ["hyperthyroidism"], False),                # hyper- / hypo-
     ("Which drug?", "I'm not sure.", ["aspirin"], False),
+    # conventions added from dev-half misses: ranges, bounds, sub-bands, marks, regions, shared heads, subtypes
+    ("What percentage of patients develop recurrent disease?", "15-25%", ["11 75", "11-75%"], True),
+    ("What percentage of patients develop recurrent disease?", "5-25%", ["11-75%"], False),
+    ("What is usually the onset age of Friedreich's Ataxia?", "Typically between 5 and 15 years old.",
+     ["first or second decade", "before age 25"], True),
+    ("What is usually the onset age?", "Between 20 and 30 years.", ["before age 25"], False),
+    ("Where is the DMD gene located?", "X chromosome, Xp21.22",
+     ["Xp21 chromosome locus", "X chromosome (Xp21)"], True),
+    ("Where is the gene located?", "X chromosome, Xp22", ["Xp21 chromosome locus", "X chromosome (Xp21)"], False),
+    ("Which histone mark is recognized by HP1?", "H3K9me3", ["H3K9me", "h3k9me"], True),
+    ("Which histone mark?", "H3K4me3", ["H3K9me"], False),
+    ("Where in the body would the navicular bone be found?", "Midfoot", ["foot"], True),
+    ("Where would Odocoileus virginianus be found?", "Eastern and Central North America",
+     ["usa", "USA", "north america", "mexico"], True),
+    ("Which drugs?", "Aspirin and vitamin K antagonists", ["vitamin K antagonists"], False),
+    ("Which peripheral neuropathy has been associated with NDRG1 mutations?", "Charcot-Marie-Tooth disease type 2J",
+     ["charcot marie tooth cmt 4d disease", "Charcot-Marie-Tooth (CMT) 4D disease"], False),
+    ("Which peripheral neuropathy?", "Charcot-Marie-Tooth disease type 4D", ["Charcot-Marie-Tooth (CMT) 4D disease"],
+     True),
 ]
 
 
