@@ -421,7 +421,8 @@ def test_bioasq_agreement_with_gpt4o_on_both_halves():
     new = bioasq_reference_agreement(ROOT / BIOASQ_REFERENCE, BioRuleJudge())
     old = bioasq_reference_agreement(ROOT / BIOASQ_REFERENCE, RuleJudge())
     assert new["report"]["n"] + new["dev"]["n"] == 1600 and new["judge"] == "rule-bio"
-    # measured: report half kappa 0.669 (agreement 0.859) vs the old whole-word rule's 0.499 (0.795)
+    # measured: report half kappa 0.664 (agreement 0.856) vs the old whole-word rule's 0.499 (0.795); dev half
+    # (read while writing the rules) 0.789 (0.910). The project's target, report kappa >= 0.75, is not reached.
     assert new["report"]["kappa"] >= 0.65 and new["report"]["agreement"] >= 0.85
     assert new["report"]["kappa"] > old["report"]["kappa"] + 0.1
     assert new["report"]["confusion"]["ref=f/pred=t"] <= 20     # lists with wrong items stay wrong
