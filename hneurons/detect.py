@@ -11,7 +11,10 @@ Labels: 1 = hallucinated, 0 = faithful, -1 = dropped (``reason`` says why).
 - NonExist (fabricated entities, no reference answer): :func:`is_abstention` -> faithful
   (an "I don't know", "does not exist", "not a real ...", "no information" reply),
   any other non-empty reply -> hallucinated (a confident answer about something that
-  does not exist). Empty responses are dropped. The paper does not define the faithful
+  does not exist), as is an abstention followed by a claim about the entity
+  (``hedge_then_claim``). Refusals about the assistant or the answer format, not the
+  entity ("as a chatbot, I don't have the ability"), are dropped (``generic_refusal``), like
+  the QA sets' refusals; so are empty responses. The paper does not define the faithful
   class of NonExist (paper.md §9 #12); this follows its suggested default.
 
 Answer span (paper: GPT-4o span; here the probe's own span rule, read from the training
@@ -161,8 +164,8 @@ def claims_after_abstaining(response: str) -> bool:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One response's detection label (1 / 0 / -1) and why: correct, wrong, refusal, empty,
-    abstention, confident_answer."""
+    """One response's detection label (1 / 0 / -1) and why: correct, wrong, refusal, empty, repeats_question,
+    abstention, hedge_then_claim, generic_refusal, confident_answer."""
 
     label: int
     reason: str
