@@ -12,7 +12,8 @@ Prints (and writes to bench/out/judge_agreement.json):
 - TriviaQA: agreement of the old and today's RuleJudge with the SystemicVoid substring-rule labels
   (35,000 Gemma-3-4B responses; a regression reference, not ground truth);
 - the detect fixtures (tests/fixtures/detect): agreement with the hand labels per dataset and per class
-  (recall and precision of faithful / hallucinated).
+  (recall and precision of faithful / hallucinated), on the dev half (read while writing the judges'
+  rules) and the report half (the headline), split by hneurons.judge_eval.split_fixture(seed).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
     from hneurons.detect import judge_agreement, read_fixture
     from hneurons.judge import BioRuleJudge, RuleJudge
     from hneurons.judge_eval import (BIOASQ_REFERENCE, TRIVIAQA_REFERENCE, bioasq_reference_agreement,
-                                     triviaqa_reference_agreement)
+                                     split_fixture, triviaqa_reference_agreement)
 
     old = old_rule_judge(args.old_rev)
     judges = [j for j in (old, RuleJudge(), BioRuleJudge()) if j is not None]
@@ -81,15 +82,18 @@ def main(argv=None) -> None:
         result["n_disagreements"] = len(result.pop("disagreements"))
         out["triviaqa"][judge.name] = result
         print(f"  {judge.name:16s} {brief(result)}")
-    print("Detect fixtures vs hand labels (recall / precision per class)")
+    print("Detect fixtures vs hand labels (recall / precision per class), per half")
     for kind in ("qa", "nonexist"):
-        result = judge_agreement(read_fixture(ROOT / f"tests/fixtures/detect/{kind}.jsonl"))
-        out["fixtures"][kind] = result
-        for name, part in result["by_dataset"].items():
-            cls = "  ".join(f"{c} n {part[c]['n_human']:3d} recall {part[c]['recall']:.3f} "
-                            f"precision {part[c]['precision']:.3f} (judge {part[c]['n_judge']})"
-                            for c in ("faithful", "hallucinated"))
-            print(f"  {name:9s} {part['n_agree']:3d}/{part['n']:3d} = {part['agreement']:.3f}  {cls}")
+        halves = split_fixture(read_fixture(ROOT / f"tests/fixtures/detect/{kind}.jsonl"), args.seed)
+        out["fixtures"][kind] = {}
+        for half in ("dev", "report"):
+            result = judge_agreement(halves[half])
+            out["fixtures"][kind][half] = result
+            for name, part in result["by_dataset"].items():
+                cls = "  ".join(f"{c} n {part[c]['n_human']:3d} recall {part[c]['recall']:.3f} "
+                                f"precision {part[c]['precision']:.3f} (judge {part[c]['n_judge']})"
+                                for c in ("faithful", "hallucinated"))
+                print(f"  {name:9s} {half:6s} {part['n_agree']:3d}/{part['n']:3d} = {part['agreement']:.3f}  {cls}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1, default=float) + "\n", encoding="utf-8")
 

@@ -11,7 +11,10 @@ Labels: 1 = hallucinated, 0 = faithful, -1 = dropped (``reason`` says why).
 - NonExist (fabricated entities, no reference answer): :func:`is_abstention` -> faithful
   (an "I don't know", "does not exist", "not a real ...", "no information" reply),
   any other non-empty reply -> hallucinated (a confident answer about something that
-  does not exist). Empty responses are dropped. The paper does not define the faithful
+  does not exist), as is an abstention followed by a claim about the entity
+  (``hedge_then_claim``). Refusals about the assistant or the answer format, not the
+  entity ("as a chatbot, I don't have the ability"), are dropped (``generic_refusal``), like
+  the QA sets' refusals; so are empty responses. The paper does not define the faithful
   class of NonExist (paper.md §9 #12); this follows its suggested default.
 
 Answer span (paper: GPT-4o span; here the probe's own span rule, read from the training
@@ -37,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from hneurons.errors import HNeuronsError
+from hneurons.judge import _REFUSAL_RE as _REFUSAL_SEARCH
 from hneurons.judge import BioRuleJudge, Judge, RuleJudge, is_refusal
 
 DATASETS = ("triviaqa", "nq_open", "bioasq", "nonexist")
@@ -69,7 +73,29 @@ _WORD_RE = re.compile(r"[^\W_]+")
 
 # "I'm sorry for the confusion", "I apologize for any misunderstanding": filler, not a refusal.
 _APOLOGY_RE = re.compile(r"\b(?:i'?m|i am) (?:so |very )?sorry (?:for|about)\b[^.,;!?]*|\bi apologi[sz]e (?:for|about)\b[^.,;!?]*")
-_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE_RE = re.compile(r"(?<=[.!?])(?<!\b[^\W\d_]\.)\s+|\n+")  # not after an initial ("B. minima")
+
+
+# Leading sentences that are only an interjection ("Awesome!", "No, no.") are skipped.
+_INTERJECTIONS = frozenset(("no", "yes", "sure", "ok", "okay", "oh", "hmm", "well", "awesome", "great", "hi", "hello",
+                            "certainly", "absolutely", "sorry", "oops"))
+
+
+def _first_sentence(response: str) -> str:
+    """The reply's first sentence with words (lowercase, apostrophes plain, apologies for confusion skipped,
+    a leading interjection-only sentence skipped)."""
+    text = _APOLOGY_RE.sub(" ", response.lower().replace("\u2019", "'").replace("\u2018", "'"))
+    sentences = [part for part in _SENTENCE_RE.split(text.strip()) if _WORD_RE.search(part)]
+    while len(sentences) > 1 and set(_WORD_RE.findall(sentences[0])) <= _INTERJECTIONS:
+        sentences.pop(0)
+    return sentences[0] if sentences else ""
+
+
+def _abstains(text: str) -> bool:
+    hedged = _HEDGE_THEN_ANSWER_RE.search(text)
+    if hedged:
+        text = text[:hedged.start()] + text[hedged.end():]
+    return is_refusal(text) or bool(_ABSTAIN_RE.search(text))
 
 
 def is_abstention(response: str) -> bool:
@@ -77,26 +103,69 @@ def is_abstention(response: str) -> bool:
 
     Covers :func:`hneurons.judge.is_refusal` (refusals, "I don't know", hedges) plus
     "does not exist", "not a real ...", "fictional", "no information/record", "not familiar",
-    in the reply's **first sentence** (with words): a reply that opens with a claim and hedges
-    later ("The most common side effect is bleeding. However, the mechanism is unknown.") answers.
+    in the reply's **first sentence** (with words; a leading "Awesome!" / "No, no." is skipped):
+    a reply that opens with a claim and hedges later ("The most common side effect is bleeding.
+    However, the mechanism is unknown.") answers.
     Apologies for confusion or misunderstanding are filler and are skipped. A hedge followed in
     the same sentence by "but"/"however" ("not known for certain, but it is believed to ...") is
     not an abstention: it answers anyway. An empty reply counts as an abstention here;
-    :func:`judge_nonexist` drops it first.
+    :func:`judge_nonexist` drops it first. :func:`judge_nonexist` further tells abstentions
+    about the entity from generic refusals (:func:`is_generic_refusal`) and from abstentions
+    followed by a claim (:func:`claims_after_abstaining`).
     """
+    return _abstains(_first_sentence(response))
+
+
+# A refusal about the assistant or the answer format, not about the entity ("as a chatbot, I don't have the
+# ability", "cannot be answered without explanation", "I'm not capable of creating ...").
+_GENERIC_REFUSAL_RE = re.compile(
+    r"\bas an? (?:[\w-]+ ){0,3}(?:ai|chatbot|assistant|language model|bot)\b|"
+    r"\b(?:i'?m|i am) (?:not |just )?(?:an? )?(?:[\w-]+ ){0,2}(?:ai|chatbot|language model)\b|"
+    r"\b(?:don'?t|do not|doesn'?t|does not) have (?:the )?(?:ability|capability|capacity|capabilities)\b|"
+    r"\bnot (?:equipped|capable|designed|programmed) to\b|\b(?:i'?m|i am) designed to\b|"
+    r"\bwithout (?:any |an |further |more |an additional )?explanations?\b")
+# What a reply that does not know about the entity never goes on to say: what the entity is, belongs to,
+# causes or where it grows ("There is no disease caused by X, a bacterium that causes ...", "No answer
+# given. X was initially discovered to belong to the family Galeridae.").
+_CLAIM_RE = re.compile(
+    r"\b(?:it|they|this \w+) (?:is|was|are|were) (?:an?|the) (?!\w+ (?:that|which) (?:does|do) not)|"
+    r"\b(?:that|which|it|they) (?:causes?|belongs? to|grows?|lives?|is native|are native|is found|are found)\b|"
+    r"\bbelongs? to (?:the )?(?:family|genus|order|class)\b|\bnative to\b|\bgrows? (?:in|on)\b|"
+    r"\b(?:was|were) (?:first |initially |originally )?(?:discovered|described|found|approved|manufactured|"
+    r"developed|identified|isolated)\b|\bdates? back to\b|\bdate back to\b|\brecorded sightings?\b|"
+    r"\b(?:can|may|should) (?:be )?(?:treated|used) (?:with|for|to)\b|\bincludes? mentioning\b")
+
+
+def is_generic_refusal(response: str) -> bool:
+    """True when the reply's first sentence (as :func:`is_abstention` reads it) refuses about the assistant or
+    the answer format (:data:`_GENERIC_REFUSAL_RE`: "as a chatbot", "I don't have the ability", "without
+    explanation") and says nothing about the entity (no "does not exist", "no information", "unknown", ...)."""
+    first = _first_sentence(response)
+    return bool(_GENERIC_REFUSAL_RE.search(first)) and not _ABSTAIN_RE.search(first)
+
+
+def claims_after_abstaining(response: str) -> bool:
+    """True when an abstaining reply goes on to claim something about the entity (:data:`_CLAIM_RE`: what it
+    is, belongs to, causes, where it grows or when it was discovered) after the first sentence's abstention,
+    in a clause that does not itself abstain ("There is no disease caused by X, a bacterium that causes ...";
+    "I can't provide direct scientific data, but ... it grows in the northern ...")."""
     text = _APOLOGY_RE.sub(" ", response.lower().replace("\u2019", "'").replace("\u2018", "'"))
-    sentences = [part for part in _SENTENCE_RE.split(text.strip()) if _WORD_RE.search(part)]
-    text = sentences[0] if sentences else ""
-    hedged = _HEDGE_THEN_ANSWER_RE.search(text)
-    if hedged:
-        text = text[:hedged.start()] + text[hedged.end():]
-    return is_refusal(text) or bool(_ABSTAIN_RE.search(text))
+    first = _first_sentence(response)
+    at = text.find(first)
+    start = at if at >= 0 else 0
+    cue = _ABSTAIN_RE.search(first) or _REFUSAL_SEARCH.search(first)
+    if cue is not None:
+        start += cue.end()
+    for clause in re.split(r"[.;!?]\s|\n", text[start:]):
+        if _CLAIM_RE.search(clause) and not _abstains(clause):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One response's detection label (1 / 0 / -1) and why: correct, wrong, refusal, empty,
-    abstention, confident_answer."""
+    """One response's detection label (1 / 0 / -1) and why: correct, wrong, refusal, empty, repeats_question,
+    abstention, hedge_then_claim, generic_refusal, confident_answer."""
 
     label: int
     reason: str
@@ -147,10 +216,21 @@ def repeats_question(question: str, response: str) -> bool:
 
 
 def judge_nonexist(response: str) -> Verdict:
-    """NonExist judge: abstention -> 0 (faithful), confident answer -> 1 (hallucinated), empty -> dropped."""
+    """NonExist judge: abstention about the entity -> 0 (faithful, "abstention"); an abstention followed by a
+    claim about the entity -> 1 ("hedge_then_claim", :func:`claims_after_abstaining`); a refusal about the
+    assistant or the answer format, not the entity -> dropped ("generic_refusal", :func:`is_generic_refusal`,
+    like the QA sets' refusals); any other reply -> 1 ("confident_answer"); empty -> dropped."""
     if _empty(response):
         return Verdict(DROPPED, "empty")
-    return Verdict(FAITHFUL, "abstention") if is_abstention(response) else Verdict(HALLUCINATED, "confident_answer")
+    if is_abstention(response):
+        if claims_after_abstaining(response):
+            return Verdict(HALLUCINATED, "hedge_then_claim")
+        if is_generic_refusal(response):
+            return Verdict(DROPPED, "generic_refusal")
+        return Verdict(FAITHFUL, "abstention")
+    if is_generic_refusal(response):
+        return Verdict(DROPPED, "generic_refusal")
+    return Verdict(HALLUCINATED, "confident_answer")
 
 
 def judge_response(dataset: str, question: str, response: str, aliases: Sequence[str]) -> Verdict:

@@ -9,7 +9,9 @@ digits, ordinals alike, plurals singular and spaces inside names ignored ("New Y
 Further: aliases that occur in the question itself are ignored (:func:`answer_aliases`;
 on SmolLM2-135M, 43 of 134 "consistently correct" questions were otherwise responses that
 merely repeated the question); an either/or question needs its right option chosen; a
-negated mention ("not Y", "unlike Y") does not count.
+negated mention ("not Y", "unlike Y") does not count; nor does a common-noun alias inside a
+longer name ("states" in "United States"), a copy of the question when every alias is in it,
+or a year inside a date of the wrong month.
 
 BioASQ rule judge (:class:`BioRuleJudge`): abbreviations both ways, word order,
 biomedical spelling variants, number ranges; a list answer with a wrong item is wrong.
@@ -244,6 +246,71 @@ def _negated(text: str, words: list[tuple[str, int, int]], first: int, n: int, a
     return False
 
 
+def _alias_key(alias: str) -> str:
+    return "".join(_canon(w) for w, _, _ in normalized_words(alias))
+
+
+def _inside_longer_name(text: str, words: list[tuple[str, int, int]], first: int, n: int) -> bool:
+    """True when a capitalized match is part of a longer capitalized name: a neighbouring word, with only a
+    space between, is capitalized too ("States" in "The United States had ...", "Court" in "The Supreme Court").
+
+    Applied only to aliases written without capitals in every form (a common noun such as "states" or
+    "the court"), never to names ("Kennedy" in "John F. Kennedy").
+    """
+    span = words[first:first + n]
+    if not all(text[s].isupper() for _, s, _ in span):
+        return False
+    for k in (first - 1, first + n):
+        if 0 <= k < len(words):
+            w, s, e = words[k]
+            between = text[e:span[0][1]] if k < first else text[span[-1][2]:s]
+            if text[s].isupper() and not between.strip() and not w.isdigit():
+                return True
+    return False
+
+
+def _word_pairs(text: str) -> set[tuple[str, str]]:
+    ws = [_canon(w) for w, _, _ in normalized_words(text)]
+    return set(zip(ws, ws[1:]))
+
+
+def _copied(words: list[tuple[str, int, int]], first: int, n: int, pairs: set[tuple[str, str]]) -> bool:
+    """True when the match extends into a run copied from the question: the word before or after it forms,
+    with the match's edge word, a word pair of the question ("A 72 oz steak is ..." for "$72" asked of
+    "how much is a 72 oz steak"). Used only when every alias is in the question."""
+    tokens = [_canon(w) for w, _, _ in words]
+    end = first + n - 1
+    return (first > 0 and (tokens[first - 1], tokens[first]) in pairs) or \
+        (end + 1 < len(tokens) and (tokens[end], tokens[end + 1]) in pairs)
+
+
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december")
+_MONTH_SET = frozenset(_MONTHS) | frozenset(m[:3] for m in _MONTHS if m != "may")
+
+
+def _month(word: str) -> str | None:
+    return word[:3] if word in _MONTH_SET else None
+
+
+def _other_date(text: str, words: list[tuple[str, int, int]], first: int, n: int, aliases: Sequence[str]) -> bool:
+    """True when a year alias is matched inside a full date of another month ("surrendered on 11th of March
+    1918" when an alias is "30 October 1918"): the response names a month within the three words before the
+    year, an alias dates that year to a month, and no such alias has the response's month."""
+    if n != 1 or not re.fullmatch(r"\d{4}", words[first][0]):
+        return False
+    said = [_month(w) for w, _, _ in words[max(0, first - 3):first]]
+    said = [m for m in said if m]
+    if not said:
+        return False
+    year, dated = words[first][0], set()
+    for alias in aliases:
+        alias_words = [w for w, _, _ in normalized_words(alias)]
+        if year in alias_words:
+            dated |= {m for m in map(_month, alias_words) if m}
+    return bool(dated) and said[-1] not in dated
+
+
 def find_alias(response: str, aliases: Sequence[str], question: str | None = None) -> tuple[int, int] | None:
     """Char span [start, end) in ``response`` of the first whole-word alias match, or None.
 
@@ -252,17 +319,31 @@ def find_alias(response: str, aliases: Sequence[str], question: str | None = Non
     With ``question`` (what the rule judge uses): only :func:`answer_aliases` count,
     negated matches are skipped (:func:`_negated`: "it is not Y, it is Z", "unlike Y"),
     and for an either/or question the first option the response names must be a right one
-    and the response must not offer two options joined by "or" ("X or Y").
+    and the response must not offer two options joined by "or" ("X or Y"). Also skipped:
+    a match of an alias written without capitals in all its forms (a common noun) that is
+    capitalized inside a longer capitalized name (:func:`_inside_longer_name`: "states" in
+    "The United States"); when every alias is in the question, a match inside a run copied
+    from the question (:func:`_copied`); a year alias inside a date of another month than
+    the aliases give (:func:`_other_date`).
     """
     words = normalized_words(response)
-    choice, asked = None, frozenset()
+    choice, asked, all_asked = None, frozenset(), False
     if question is not None:
         choice = _either_or(question, aliases)
-        aliases = answer_aliases(question, aliases)
+        kept = answer_aliases(question, aliases)
+        all_asked = choice is None and len(kept) == len(aliases) and bool(aliases) and \
+            all(_match(normalized_words(question), a) is not None for a in aliases if normalize(a))
+        aliases = kept
         asked = frozenset(w for w, _, _ in normalized_words(question))
-    matches = [m for alias in aliases for m in _match_all(words, alias)]
+    found = [(m, alias) for alias in aliases for m in _match_all(words, alias)]
     if question is not None:
-        matches = [m for m in matches if not _negated(response, words, *m, asked)]
+        proper = {_alias_key(a) for a in aliases if any(c.isupper() for c in a)}
+        pairs = _word_pairs(question) if all_asked else set()
+        found = [(m, a) for m, a in found if not _negated(response, words, *m, asked)
+                 and not (_alias_key(a) not in proper and _inside_longer_name(response, words, *m))
+                 and not (pairs and _copied(words, *m, pairs))
+                 and not _other_date(response, words, *m, aliases)]
+    matches = [m for m, _ in found]
     if not matches:
         return None
     first, n = min(matches, key=lambda m: (m[0], -m[1]))
@@ -519,14 +600,22 @@ def _numbers(text: str) -> list[float]:
 
 def _number_in_range(response: str, alias: str) -> bool:
     """A single number in the response inside an alias range ("between 10,000 and 20,000", "50% to 80%",
-    "more than 30"), or an alias number strictly inside a response range ("20-40%" for 30%)."""
+    "more than 30"), the response's numbers below an alias bound ("before age 25", "less than 5"), a response
+    range inside an alias range ("15-25%" for 11-75%), or an alias number strictly inside a response range
+    ("20-40%" for 30%)."""
     said, gold = _numbers(response), _numbers(alias)
     text = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", alias.lower())
     if len(said) == 1 and len(gold) == 2 and _RANGE_RE.search(text):
         return min(gold) <= said[0] <= max(gold)
     if len(said) == 1 and len(gold) == 1 and re.search(r"\b(?:more|greater) than\b|\bover\b", text):
         return said[0] > gold[0]
+    if 1 <= len(said) <= 2 and len(gold) == 1 and re.search(r"\b(?:less|fewer|younger) than\b|\bunder\b|\bbelow\b|"
+                                                        r"\bbefore (?:the )?age\b", text):
+        return max(said) < gold[0]
     spoken = re.sub(r"(?<=\d)[, ](?=\d{3}\b)", "", response.lower())
+    if len(said) == 2 and len(gold) == 2 and _RANGE_RE.search(text) and _RANGE_RE.search(spoken) \
+            and not re.search(r"\bin\b|:|/", spoken):  # "15-25%" inside "11-75%"
+        return min(gold) <= min(said) and max(said) <= max(gold)
     if len(said) == 2 and len(gold) == 1 and _RANGE_RE.search(spoken) and not re.search(r"\bin\b|:|/", spoken):
         return min(said) < gold[0] < max(said)
     return False
@@ -627,6 +716,49 @@ def _uncopied(response: str, question: str) -> str:
     return " ".join(w for i, w in enumerate(words) if i not in copied)
 
 
+_BAND_RE = re.compile(r"(?:\d{1,2}|x|y)[pq]\d+(?:point\d+)?")
+
+
+def _refines(word: str, alias_word: str, whole: bool) -> bool:
+    """``word`` names a part or a more specific form of ``alias_word``: a sub-band of a chromosome band
+    ("Xp21.22" in Xp21), a methylation degree of a histone mark ("H3K9me3" for H3K9me, ``whole`` alias
+    only) or a part of a body region ("midfoot", "forefoot", "hindfoot" for foot, ``whole`` alias only)."""
+    if word == alias_word or not word.startswith(alias_word) and not word.endswith(alias_word):
+        return False
+    rest = word[len(alias_word):]
+    if _BAND_RE.fullmatch(alias_word) and word.startswith(alias_word) and re.fullmatch(r"point\d+", rest):
+        return True
+    if whole and re.fullmatch(r"[a-z\d]*\d[a-z\d]*me", alias_word) and word.startswith(alias_word) \
+            and rest in ("1", "2", "3"):
+        return True
+    return whole and alias_word.isalpha() and len(alias_word) >= 4 and word in {
+        p + alias_word for p in ("mid", "fore", "hind")}
+
+
+def _written_score(alias: str) -> tuple[int, int]:
+    """Which of two spellings of an alias keeps more of how it was written: capitals (acronyms), then
+    punctuation ("11-75%" over its normalized copy "11 75", so that the range is seen)."""
+    return sum(map(str.isupper, alias)), sum(not c.isalnum() and not c.isspace() for c in alias)
+
+
+# A one-word list item that only modifies the next item's head ("Eastern and Central North America").
+_MODIFIER_RE = re.compile(r"[A-Za-z]+(?:al|ic|ar|ary|ous|ive|ern|ian)", re.IGNORECASE)
+_SUBTYPE_RE = re.compile(r"(?<![\w.])(?=[a-z]{0,2}\d)(?=\d{0,2}[a-z])[a-z\d]{2,3}(?![\w.])")
+
+
+def _subtypes(text: str) -> set[str]:
+    """Short letter-digit codes that name a subtype ("type 2J", "CMT 4D", "1a")."""
+    return set(_SUBTYPE_RE.findall(unicodedata.normalize("NFKC", text).lower()))
+
+
+def _other_subtype(response: str, aliases: Sequence[str]) -> bool:
+    """True when the response names a subtype code and every alias names subtype codes, none of them the
+    response's ("Charcot-Marie-Tooth disease type 2J" for "CMT 4D")."""
+    said = _subtypes(response)
+    gold = [_subtypes(a) for a in aliases]
+    return bool(said) and all(gold) and not any(said & g for g in gold)
+
+
 # A last word that only names the kind of thing ("leishmania species", "apoe4 isoform", "htt gene").
 _GENERIC_TAIL = frozenset(("species", "spp", "genus", "gene", "isoform", "family", "process", "activity", "therapy",
                            "status", "level", "expression"))
@@ -642,8 +774,13 @@ class BioRuleJudge:
     variant of 2+ content words, all of them (any order; 3 of 4, 4 of 5, ... for 4+ words);
     or a near spelling (:func:`_fuzzy_match`); or an acronym of it either way ("EGFR" /
     epidermal growth factor receptor, "AF" / atrial fibrillation; capitals in the original);
-    or a number inside the variant's range; or a short response (1-6 words, one not in the
-    question) lies whole inside the variant ("diabetes" / "diabetes mellitus").
+    or a number inside the variant's range (also a range inside a range, numbers below "before
+    age N"); or a more specific form of a variant word (:func:`_refines`: a chromosome sub-band,
+    a histone mark's methylation degree, "midfoot" for foot); or a short response (1-6 words,
+    one not in the question) lies whole inside the variant ("diabetes" / "diabetes mellitus").
+    A response naming a subtype code ("type 2J") is wrong when every alias names other codes
+    ("CMT 4D"); in a list, a one-word modifier sharing the next item's head ("Eastern and
+    Central North America") is no item of its own.
 
     An either/or question ("Is X up or downregulated?") needs the right option chosen alone
     (:func:`find_alias`). When every variant is in the question, the runs of words the response
@@ -689,6 +826,8 @@ class BioRuleJudge:
             copula = list(re.finditer(r"\b(?:is|are|was|were)\s+", response.strip()))
             if copula and not re.search(r"[.!?]\s", response.strip()):
                 items = bio_items(response.strip()[copula[-1].end():])
+        if _other_subtype(response, aliases):
+            return "wrong: another subtype"
         whole = self._matches(response, variants, question)
         if items is None:
             return f"correct: {whole}" if whole else "wrong: no match"
@@ -697,7 +836,10 @@ class BioRuleJudge:
             return f"correct: {whole} (across the coordination)"  # "movement of leaves or shoots in response to ..."
         if found[-1] and re.match(r"(?:and |or )?other\b", items[-1], re.IGNORECASE):
             return f"correct: list ending in its category, {found[-1]}"  # "ticks, mites and other arthropods"
-        extra = [item for item, hit in zip(items, found) if not hit and not self._inside(bio_words(item), variants)]
+        extra = [item for k, (item, hit) in enumerate(zip(items, found))
+                 if not hit and not self._inside(bio_words(item), variants)
+                 and not (k + 1 < len(items) and _MODIFIER_RE.fullmatch(item.strip())
+                          and len(items[k + 1].split()) >= 2)]  # "Eastern and Central North America"
         if extra:
             return f"wrong: list item {extra[0]!r} is not an alias"
         hit = whole or next((h for h in found if h), None)
@@ -706,7 +848,7 @@ class BioRuleJudge:
     @staticmethod
     def _variants(question: str, aliases: Sequence[str]) -> list[tuple[str, list[str]]]:
         asked = bio_words(question)
-        found: dict[tuple[str, ...], str] = {}  # words -> the alias text (the one with most capitals)
+        found: dict[tuple[str, ...], str] = {}  # words -> the alias text (most capitals, then most punctuation)
         for alias in aliases:
             for variant in bio_alias_variants(str(alias)):
                 words = _trim(bio_words(variant))
@@ -714,7 +856,7 @@ class BioRuleJudge:
                                    and len("".join(words[:-1])) >= 4 else [])
                 for form in filter(None, forms):
                     key = tuple(form)
-                    if key not in found or sum(map(str.isupper, variant)) > sum(map(str.isupper, found[key])):
+                    if key not in found or _written_score(variant) > _written_score(found[key]):
                         found[key] = variant
         out = [(raw, list(words)) for words, raw in found.items()]
         kept = [(v, w) for v, w in out if not _glued_matches(asked, "".join(w))]
@@ -764,6 +906,8 @@ class BioRuleJudge:
                 return "abbreviation"
             if len(variant) <= 8 and _number_in_range(text, raw):
                 return "number range"
+            if any(_refines(w, v, len(variant) == 1) for w in set(words) - asked for v in variant):
+                return "more specific"
             numeric = all(w.isdigit() for w in core)  # a bare number only inside "16569 bps", not "hr 1 04"
             if 1 <= len(core) <= 6 and set(core) - asked - _BIO_STOP and _glued_matches(variant, "".join(core)) \
                     and (not numeric or [w for w in variant if any(c.isdigit() for c in w)] == core) \

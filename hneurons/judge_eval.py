@@ -3,6 +3,8 @@
 - :func:`split_half`: a seeded hash split of question ids into a ``dev`` half (the
   only half looked at while writing judge rules) and a ``report`` half (the
   headline figures).
+- :func:`fixture_key`, :func:`split_fixture`: the same split of hand-labelled fixture
+  records (tests/fixtures/detect), by question.
 - :func:`cohen_kappa`, :func:`agreement`: agreement of two boolean label vectors.
 - :func:`bioasq_reference_agreement`: a judge against the GPT-4o verdicts on one
   Gemma-3-4B answer per BioASQ 13b factoid question (SystemicVoid/H-Neurons).
@@ -29,6 +31,29 @@ SPLIT_SEED = 0
 def split_half(ids: Iterable[str], seed: int = SPLIT_SEED) -> dict[str, str]:
     """{id: "dev" | "report"}: the parity of sha256("<seed>:<id>"), so each id's half is fixed by (seed, id)."""
     return {i: ("dev" if hashlib.sha256(f"{seed}:{i}".encode()).digest()[0] % 2 == 0 else "report") for i in ids}
+
+
+def fixture_key(record: dict[str, Any]) -> str:
+    """A fixture record's split key: ``<dataset>:<example_id>``.
+
+    By question, not by response, so that every sampled response to a question (NonExist holds
+    two per question; BioASQ rows 1500-1511 two collections) lies in the same half and no
+    question is read on the dev half and scored on the report half.
+    """
+    return f"{record['dataset']}:{record['example_id']}"
+
+
+def split_fixture(records: Sequence[dict[str, Any]], seed: int = SPLIT_SEED) -> dict[str, list[dict[str, Any]]]:
+    """{"dev": [...], "report": [...]}: fixture records split by :func:`split_half` of :func:`fixture_key`.
+
+    Judge rules are written from dev-half rows only; the report half gives the headline agreement.
+    Order within each half is the records' order.
+    """
+    half = split_half({fixture_key(r) for r in records}, seed)
+    out: dict[str, list[dict[str, Any]]] = {"dev": [], "report": []}
+    for record in records:
+        out[half[fixture_key(record)]].append(record)
+    return out
 
 
 def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float:

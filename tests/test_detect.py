@@ -20,14 +20,23 @@ from tiny import make_model, make_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests/fixtures/detect"
-# Agreement of the judges with the hand labels that the fixtures must keep (stated in the fixture README):
-# overall per file, and per dataset the faithful class's precision / recall and the hallucinated class's recall.
-MIN_AGREEMENT = {"qa": 0.8, "nonexist": 0.72}
-MIN_CLASS = {  # dataset: (faithful precision, faithful recall, hallucinated recall); measured 0.875/1.0/0.90,
-    "triviaqa": (0.85, 0.95, 0.85),       # 0.69/0.96/0.76, 0.80/0.95/0.82, 0.43/0.80/0.91
-    "nq_open": (0.65, 0.9, 0.7),
-    "bioasq": (0.75, 0.9, 0.8),
-    "nonexist": (0.4, 0.75, 0.85),
+# Agreement of the judges with the hand labels that the fixtures must keep (stated in the fixture README), per
+# half of hneurons.judge_eval.split_fixture: "dev" (read while writing the judges' rules) and "report" (not read).
+# Overall per file, and per dataset the faithful class's precision / recall and the hallucinated class's recall.
+MIN_AGREEMENT = {("qa", "dev"): 0.82, ("qa", "report"): 0.8, ("nonexist", "dev"): 0.85, ("nonexist", "report"): 0.78}
+MIN_CLASS = {  # half: {dataset: (faithful precision, faithful recall, hallucinated recall)}
+    "dev": {                               # measured 0.955/1.0/0.91, 0.75/0.91/0.84, 0.91/0.91/0.91, 0.93/0.88/1.0
+        "triviaqa": (0.9, 0.95, 0.85),
+        "nq_open": (0.7, 0.85, 0.8),
+        "bioasq": (0.85, 0.85, 0.85),
+        "nonexist": (0.85, 0.8, 0.95),
+    },
+    "report": {                            # measured 0.81/1.0/0.89, 0.75/1.0/0.79, 0.71/1.0/0.76, 0.41/0.78/0.91
+        "triviaqa": (0.75, 0.95, 0.85),
+        "nq_open": (0.7, 0.95, 0.75),
+        "bioasq": (0.65, 0.95, 0.7),
+        "nonexist": (0.35, 0.7, 0.85),
+    },
 }
 
 
@@ -56,6 +65,50 @@ def test_abstentions_are_faithful_on_nonexist(text):
 ])
 def test_claims_with_apologies_or_later_hedges_are_answers_on_nonexist(text):
     assert detect.judge_nonexist(text).label == detect.HALLUCINATED
+
+
+@pytest.mark.parametrize("text", [  # real SmolLM2 replies (tests/fixtures/detect/nonexist.jsonl, dev half), hand label -1
+    "I'm sorry for any confusion, but as a chatbot designed to assist, I don't have the ability to provide recipes or "
+    "instructions without using a chatbot",
+    "I'm sorry for the misunderstanding, but as a digital AI, I'm designed to be helpful and non-intrusive, so I don't "
+    "have the ability",
+    "This question about the average lifespan of a specific animal cannot be answered without explanation.",
+    "Awesome! I'm afraid I don't have the capability to speak only with the specified answer.",
+    "I'm sorry for the error, but as a SmolLM AI, I'm not capable of creating personalized character-centric responses.",
+])
+def test_refusals_not_about_the_entity_are_dropped_on_nonexist(text):
+    assert detect.is_generic_refusal(text)
+    assert detect.judge_nonexist(text) == detect.Verdict(detect.DROPPED, "generic_refusal")
+
+
+@pytest.mark.parametrize("text", [  # real SmolLM2 replies (nonexist.jsonl, dev half), hand label 1
+    "No answer given. The planet Quefari Australia was initially discovered to belong to the family Galeridae.",
+    "There is no disease caused by the bacterium Tuprebacter robustus, a bacterium that causes the bacterial disease "
+    "Vibrio vulnari, which is an",
+    "There is no disease that has been linked to the bacterium Chaexiosella marina, as it is a parasitic bacterium "
+    "that causes a bacterial skin infection known as",
+    "I can't provide direct scientific data, but my ability to provide helpful suggestions about the plant "
+    "Meutriqanthus major native includes mentioning that it grows in the northern",
+    "The origin of the plant Rhopompus velox is still a topic of debate among botanists. The earliest recorded "
+    "sighting of this plant date back to ",
+])
+def test_abstentions_followed_by_a_claim_are_hallucinations_on_nonexist(text):
+    assert detect.is_abstention(text) and detect.claims_after_abstaining(text)
+    assert detect.judge_nonexist(text) == detect.Verdict(detect.HALLUCINATED, "hedge_then_claim")
+
+
+@pytest.mark.parametrize("text", [  # abstentions about the entity stay faithful, also with more text after them
+    "The World Health Organization has no information about a disease caused by the bacterium Baquaecoccus velox. "
+    "However, if you are seeking to address the topic of",
+    "The average lifespan of the animal Cleudrella pilosa is still unknown. It is assumed that the animal does not "
+    "vary due to any factors other than a",
+    "This creature is not a living thing and does not exist. Instead, we must use a digital avatar of an AI assistant.",
+    "The exact location and origin of the first animal to identify as \"B. minima\" is unknown to us, but that "
+    "remains the subject of debate. However",                            # "B." ends no sentence
+    "As an AI, I have no information about Zeupreucella ferox; it does not seem to exist.",
+])
+def test_abstentions_about_the_entity_stay_faithful_on_nonexist(text):
+    assert detect.judge_nonexist(text) == detect.Verdict(detect.FAITHFUL, "abstention")
 
 
 @pytest.mark.parametrize("text", [
@@ -140,13 +193,17 @@ def test_fixture_holds_at_least_50_real_labelled_responses(kind):
     assert labels.count(0) >= 5 and labels.count(1) >= 5, "both classes must be represented"
 
 
+@pytest.mark.parametrize("half", ["dev", "report"])
 @pytest.mark.parametrize("kind", ["qa", "nonexist"])
-def test_judges_agree_with_hand_labels(kind):
-    out = detect.judge_agreement(detect.read_fixture(FIXTURES / f"{kind}.jsonl"))
-    print(f"{kind}: agreement {out['n_agree']}/{out['n']} = {out['agreement']:.3f}; {out['confusion']}")
-    assert out["agreement"] >= MIN_AGREEMENT[kind], out
+def test_judges_agree_with_hand_labels(kind, half):
+    from hneurons.judge_eval import split_fixture
+
+    out = detect.judge_agreement(split_fixture(detect.read_fixture(FIXTURES / f"{kind}.jsonl"))[half])
+    print(f"{kind} {half}: agreement {out['n_agree']}/{out['n']} = {out['agreement']:.3f}; {out['confusion']}")
+    assert set(out["by_dataset"]) == ({"nonexist"} if kind == "nonexist" else {"triviaqa", "nq_open", "bioasq"})
+    assert out["agreement"] >= MIN_AGREEMENT[kind, half], out
     for name, part in out["by_dataset"].items():
-        precision, recall, hallucinated = MIN_CLASS[name]
+        precision, recall, hallucinated = MIN_CLASS[half][name]
         assert part["faithful"]["precision"] >= precision, (name, part)
         assert part["faithful"]["recall"] >= recall, (name, part)
         assert part["hallucinated"]["recall"] >= hallucinated, (name, part)

@@ -267,6 +267,33 @@ def test_either_or_questions_need_the_right_option_chosen():
     assert _trivia("tc_536", "Flint, Michigan").correct and not _trivia("tc_536", "Detroit").correct
 
 
+def test_generic_aliases_inside_names_copies_and_other_dates_are_no_answer():
+    judge = RuleJudge()
+    # NQ-Open (hand-labelled SmolLM2 replies, dev half): a lowercase alias inside a longer capitalized name
+    q = "which government had more power under the articles of confederation"
+    assert not judge.judge(q, "The United States had more power under the Articles of Confederation.",
+                           ["the states", "states"]).correct
+    assert judge.judge(q, "The states had more power.", ["the states", "states"]).correct
+    assert judge.judge(q, "States.", ["the states", "states"]).correct
+    assert not judge.judge("who rules on it?", "The Supreme Court rules on it.", ["the court"]).correct
+    # names are names: a capitalized alias may sit inside a longer name
+    assert judge.judge("Who was president?", "President John F. Kennedy", ["Kennedy"]).correct
+    assert judge.judge("Who built it?", "King Louis XIV of France", ["Louis XIV"]).correct
+    # every alias in the question: a match inside a run copied from the question is no answer
+    q = "how much is a 72 oz steak at the big texan"
+    assert not judge.judge(q, "A 72 oz steak is a common size in the United States.", ["$72"]).correct
+    assert judge.judge(q, "It costs $72.", ["$72"]).correct
+    assert judge.judge("Is it Paris?", "Paris", ["Paris"]).correct
+    # a year inside a full date of another month than the dated alias
+    q = "when did the ottoman empire surrender in ww1"
+    aliases = ["1918", "30 October 1918"]
+    assert not judge.judge(q, "The ottoman empire surrendered on 11th of march 1918.", aliases).correct
+    assert judge.judge(q, "It surrendered on 30 October 1918.", aliases).correct
+    assert judge.judge(q, "It surrendered in 1918.", aliases).correct
+    assert judge.judge(q, "In October 1918.", aliases).correct
+    assert judge.judge("When did it end?", "On 11 March 1918.", ["1918"]).correct  # no dated alias: the year counts
+
+
 def test_refusal_phrase_inside_the_matched_title_is_no_refusal():
     got = _trivia("qz_2160", "I'm Sorry I Haven't a Clue")
     assert got.correct and not got.refusal
@@ -305,6 +332,23 @@ def test_kappa_agreement_and_split():
     assert half != split_half(ids, seed=1)
 
 
+def test_fixture_split_is_by_question_and_stable():
+    from hneurons.detect import read_fixture
+    from hneurons.judge_eval import fixture_key, split_fixture, split_half
+
+    records = [r for kind in ("qa", "nonexist") for r in read_fixture(ROOT / f"tests/fixtures/detect/{kind}.jsonl")]
+    halves = split_fixture(records)
+    assert len(halves["dev"]) + len(halves["report"]) == len(records)
+    assert split_fixture(list(reversed(records)))["dev"] == list(reversed(halves["dev"]))  # fixed per record
+    dev = {fixture_key(r) for r in halves["dev"]}
+    assert dev.isdisjoint(fixture_key(r) for r in halves["report"])  # every response to a question in one half
+    assert all(split_half([fixture_key(r)])[fixture_key(r)] == "dev" for r in halves["dev"])
+    assert fixture_key({"dataset": "nonexist", "example_id": "nonexist_medicine_000"}) == \
+        "nonexist:nonexist_medicine_000"
+    for name in ("triviaqa", "nq_open", "bioasq", "nonexist"):  # both halves hold every dataset
+        assert all(any(r["dataset"] == name for r in part) for part in halves.values()), name
+
+
 BIO_CASES = [  # (question, response, aliases, correct): Gemma-3-4B answers from the dev half, and variants
     ("Which is the cellular target of gefitinib?", "EGFR tyrosine kinase",
      ["epidermal growth factor receptor egfr", "Epidermal growth factor receptor (EGFR)"], True),
@@ -339,6 +383,25 @@ BIO_CASES = [  # (question, response, aliases, correct): Gemma-3-4B answers from
     ("Which cytokine?", "Interleukin 6", ["interleukin 8"], False),                    # numbers must agree
     ("Which condition?", "Hypothyroidism", ["hyperthyroidism"], False),                # hyper- / hypo-
     ("Which drug?", "I'm not sure.", ["aspirin"], False),
+    # conventions added from dev-half misses: ranges, bounds, sub-bands, marks, regions, shared heads, subtypes
+    ("What percentage of patients develop recurrent disease?", "15-25%", ["11 75", "11-75%"], True),
+    ("What percentage of patients develop recurrent disease?", "5-25%", ["11-75%"], False),
+    ("What is usually the onset age of Friedreich's Ataxia?", "Typically between 5 and 15 years old.",
+     ["first or second decade", "before age 25"], True),
+    ("What is usually the onset age?", "Between 20 and 30 years.", ["before age 25"], False),
+    ("Where is the DMD gene located?", "X chromosome, Xp21.22",
+     ["Xp21 chromosome locus", "X chromosome (Xp21)"], True),
+    ("Where is the gene located?", "X chromosome, Xp22", ["Xp21 chromosome locus", "X chromosome (Xp21)"], False),
+    ("Which histone mark is recognized by HP1?", "H3K9me3", ["H3K9me", "h3k9me"], True),
+    ("Which histone mark?", "H3K4me3", ["H3K9me"], False),
+    ("Where in the body would the navicular bone be found?", "Midfoot", ["foot"], True),
+    ("Where would Odocoileus virginianus be found?", "Eastern and Central North America",
+     ["usa", "USA", "north america", "mexico"], True),
+    ("Which drugs?", "Aspirin and vitamin K antagonists", ["vitamin K antagonists"], False),
+    ("Which peripheral neuropathy has been associated with NDRG1 mutations?", "Charcot-Marie-Tooth disease type 2J",
+     ["charcot marie tooth cmt 4d disease", "Charcot-Marie-Tooth (CMT) 4D disease"], False),
+    ("Which peripheral neuropathy?", "Charcot-Marie-Tooth disease type 4D", ["Charcot-Marie-Tooth (CMT) 4D disease"],
+     True),
 ]
 
 
@@ -358,7 +421,8 @@ def test_bioasq_agreement_with_gpt4o_on_both_halves():
     new = bioasq_reference_agreement(ROOT / BIOASQ_REFERENCE, BioRuleJudge())
     old = bioasq_reference_agreement(ROOT / BIOASQ_REFERENCE, RuleJudge())
     assert new["report"]["n"] + new["dev"]["n"] == 1600 and new["judge"] == "rule-bio"
-    # measured: report half kappa 0.669 (agreement 0.859) vs the old whole-word rule's 0.499 (0.795)
+    # measured: report half kappa 0.664 (agreement 0.856) vs the old whole-word rule's 0.499 (0.795); dev half
+    # (read while writing the rules) 0.789 (0.910). The project's target, report kappa >= 0.75, is not reached.
     assert new["report"]["kappa"] >= 0.65 and new["report"]["agreement"] >= 0.85
     assert new["report"]["kappa"] > old["report"]["kappa"] + 0.1
     assert new["report"]["confusion"]["ref=f/pred=t"] <= 20     # lists with wrong items stay wrong
