@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+import re
+
 import yaml
 
 from hneurons.errors import HNeuronsError
@@ -55,6 +57,32 @@ FINGERPRINT_FIELDS = ("source", "revision", "architecture", "model_type", "n_lay
                       "weights_sha256", "tokenizer_sha256", "chat_template_sha256", "fingerprint")
 HASH_KEYS = ("md5", "etag", "checksum")  # the first one present is the entry's hash
 MATCH, MODIFIED, MISSING, UNCHECKED = "match", "modified", "missing", "unchecked"
+
+
+# ---------------------------------------------------------------- YAML 1.2 numbers
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader reading floats as YAML 1.2 (and DVC) do: ``1e-06`` is a float, not the string "1e-06".
+
+    PyYAML implements YAML 1.1, whose float pattern needs a dot; DVC writes ``1e-06`` to dvc.lock for
+    the params value ``1.0e-6``, so a 1.1 reader would see a string where DVC sees a number.
+    """
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Yaml12Loader.add_implicit_resolver(
+    _FLOAT_TAG, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                           r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
+def load_yaml12(text: str) -> Any:
+    """YAML text parsed with :class:`Yaml12Loader` (integers stay integers)."""
+    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 # ---------------------------------------------------------------- lock parsing (pure)
@@ -125,7 +153,7 @@ def load_lock(lock_path: str | os.PathLike) -> dict[str, LockStage]:
     if not lock_path.is_file():
         raise HNeuronsError(f"{lock_path}: not found (run `dvc repro` first, or run inside the repository)")
     try:
-        data = yaml.safe_load(lock_path.read_text(encoding="utf-8"))
+        data = load_yaml12(lock_path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise HNeuronsError(f"{lock_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return parse_lock(data, str(lock_path.name))
@@ -402,8 +430,7 @@ def _read_params(path: Path) -> Any:
         return None
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle) or {}
+    return load_yaml12(path.read_text(encoding="utf-8")) or {}
 
 
 # ---------------------------------------------------------------- git

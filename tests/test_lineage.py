@@ -230,3 +230,22 @@ def test_pure_lock_parsing_and_tree():
         parse_lock({"schema": "1.0", "stages": {}})
     with pytest.raises(HNeuronsError, match="without 'path'"):
         parse_lock({"stages": {"s": {"cmd": "c", "outs": [{"md5": "x"}]}}})
+
+
+def test_lock_params_compare_by_value_as_yaml_1_2(tmp_path):
+    from hneurons.lineage import Workspace, load_lock
+
+    # DVC (YAML 1.2) writes the params value 1.0e-6 as `1e-06`; PyYAML's 1.1 resolver reads that as a string
+    assert yaml.safe_load("tol: 1e-06")["tol"] == "1e-06"
+    (tmp_path / "params.yaml").write_text("probe:\n  tol: 1.0e-6\n  C: 3\ntune:\n  lr: 2.0e-5\n  name: '1e-06'\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  probe:\n    cmd: fit\n    params:\n      params.yaml:\n"
+        "        probe.tol: 1e-06\n        probe.C: 3\n        tune.lr: 2e-05\n        tune.name: '1e-06'\n")
+    stage = load_lock(tmp_path / "dvc.lock")["probe"]
+    values = stage.params["params.yaml"]
+    assert values == {"probe.tol": 1e-06, "probe.C": 3, "tune.lr": 2e-05, "tune.name": "1e-06"}
+    assert isinstance(values["probe.C"], int)
+    workspace = Workspace(tmp_path, None)
+    assert {key: workspace.param_status("params.yaml", key, value) for key, value in values.items()} == {
+        "probe.tol": "match", "probe.C": "match", "tune.lr": "match", "tune.name": "match"}
+    assert workspace.param_status("params.yaml", "probe.tol", 1e-05) == "modified"
