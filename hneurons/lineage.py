@@ -23,7 +23,9 @@ runs), so directories get DVC's ``.dir`` hash and unchanged files are not
 re-read. Params values in the lock are compared with the current params files.
 
 Exit status: 0 on success, 2 on bad input (a path no stage produced, no
-``dvc.lock``), and with ``--check`` 1 when the workspace differs from the lock.
+``dvc.lock``), and with ``--check`` 1 when the workspace differs from the lock. ``--rehash`` hashes
+every output from its bytes instead of trusting DVC's state database (which keys hashes by inode,
+size and mtime, so a same-size in-place write goes unseen).
 
 Limits: only the ``dvc.lock`` at the repository root is read (hneurons has one),
 paths are taken relative to it (stages with a ``wdir`` are not supported), and
@@ -37,15 +39,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol
-
-import re
 
 import yaml
 
@@ -293,7 +295,9 @@ def differences(tree: dict[str, Any]) -> list[dict[str, Any]]:
                 if item["workspace"] in (MODIFIED, MISSING):
                     found.setdefault(("path", item["path"]), {
                         "path": item["path"], "status": item["workspace"], "stage": node["stage"],
-                        "lock": item["hash"], "workspace": item.get("workspace_hash")})
+                        "lock": item["hash"], "workspace": item.get("workspace_hash"),
+                        **({"files_changed": item["files_changed"], "files_extra": item["files_extra"]}
+                           if "files_changed" in item else {})})
         for param in node["params"]:
             if param["workspace"] in (MODIFIED, MISSING):
                 key = f"{param['file']}:{param['key']}"
@@ -309,6 +313,34 @@ def leaf_inputs(tree: dict[str, Any]) -> list[str]:
 
 # ---------------------------------------------------------------- workspace (DVC's hashes)
 
+def md5_of(path: Path) -> str:
+    """Hex md5 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rehash_status(path: Path, entry: LockEntry, listing: dict[str, str] | None) -> dict[str, Any]:
+    """A lock entry vs the bytes on disk, hashed here: a file against the locked md5, a directory file
+    by file against its locked ``.dir`` listing (None: the listing is not in the cache -> unchecked)."""
+    if not path.exists():
+        return {"workspace": MISSING}
+    if not entry.is_dir:
+        actual = md5_of(path)
+        return {"workspace": MATCH} if actual == entry.hash else {"workspace": MODIFIED, "workspace_hash": actual}
+    if listing is None:
+        return {"workspace": UNCHECKED}
+    found = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()
+             and p.name != ".gitignore"}
+    changed = sorted(rel for rel, md5 in listing.items() if rel not in found or md5_of(found[rel]) != md5)
+    extra = sorted(set(found) - set(listing))
+    if not changed and not extra:
+        return {"workspace": MATCH}
+    return {"workspace": MODIFIED, "files_changed": changed, "files_extra": extra}
+
+
 class Workspace:
     """Workspace hashes and locked objects through an open ``dvc.repo.Repo``.
 
@@ -317,16 +349,18 @@ class Workspace:
     files come from the local DVC cache.
     """
 
-    def __init__(self, root: Path, repo: Any) -> None:
+    def __init__(self, root: Path, repo: Any, rehash: bool = False) -> None:
         self.root = root
         self.repo = repo
+        self.rehash = rehash
         self._hashes: dict[tuple[str, str | None], str | None] = {}
         self._params: dict[str, Any] = {}
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, root: Path) -> Iterator["Workspace"]:
-        """Open the DVC repository at ``root`` (a one-line error if it is not one)."""
+    def open(cls, root: Path, rehash: bool = False) -> Iterator["Workspace"]:
+        """Open the DVC repository at ``root`` (a one-line error if it is not one); ``rehash``: see
+        :meth:`entry_status`."""
         from dvc.exceptions import NotDvcRepoError
         from dvc.repo import Repo
 
@@ -335,7 +369,7 @@ class Workspace:
         except NotDvcRepoError:
             raise HNeuronsError(f"{root}: not a DVC repository (use --no-workspace)") from None
         with repo:
-            yield cls(root, repo)
+            yield cls(root, repo, rehash)
 
     def _odb(self, hash_name: str | None) -> Any:
         return self.repo.cache.local if hash_name == "md5" else self.repo.cache.legacy
@@ -357,9 +391,16 @@ class Workspace:
         return self._hashes[key]
 
     def entry_status(self, entry: LockEntry) -> dict[str, Any]:
-        """``{workspace: match|modified|missing|unchecked[, workspace_hash]}`` for a lock entry."""
+        """``{workspace: match|modified|missing|unchecked[, workspace_hash]}`` for a lock entry.
+
+        With ``rehash`` every md5 output is read anew (:func:`rehash_status`), trusting neither DVC's
+        state database nor the cache's file objects (only a directory's ``.dir`` listing).
+        """
         if entry.hash is None or entry.hash_name not in ("md5", None):
             return {"workspace": UNCHECKED}
+        if self.rehash and entry.hash_name == "md5":
+            listing = self.locked_listing(entry) if entry.is_dir else None
+            return rehash_status(self.root / entry.path, entry, listing)
         actual = self.workspace_hash(entry.path, entry.hash_name)
         if actual is None:
             return {"workspace": MISSING}
@@ -500,8 +541,9 @@ def not_produced(path: str, stages: dict[str, LockStage]) -> HNeuronsError:
 
 
 def audit(path: str, root: Path, cwd: Path | None = None, depth: int | None = None,
-          workspace: bool = True) -> dict[str, Any]:
-    """The full lineage report of ``path`` (see the module docstring) as a JSON-ready dict."""
+          workspace: bool = True, rehash: bool = False) -> dict[str, Any]:
+    """The full lineage report of ``path`` (see the module docstring) as a JSON-ready dict;
+    ``rehash``: outputs are hashed from their bytes (:func:`rehash_status`)."""
     stages = load_lock(root / LOCK_NAME)
     target = repo_relative(path, root, cwd or Path.cwd())
     found = find_producer(stages, target)
@@ -510,7 +552,7 @@ def audit(path: str, root: Path, cwd: Path | None = None, depth: int | None = No
     stage, out = found
     report: dict[str, Any] = {"target": target, "stage": stage.name, "output": out.path}
     if workspace:
-        with Workspace.open(root) as probe:
+        with Workspace.open(root, rehash) as probe:
             if target != out.path:
                 report["target_in_output"] = probe.target_status(target, out)
                 if report["target_in_output"]["workspace"] == "not in the locked listing":
@@ -526,7 +568,8 @@ def audit(path: str, root: Path, cwd: Path | None = None, depth: int | None = No
                          "workspace": report["target_in_output"].get("workspace_hash")})
     params_files = sorted({p["file"] for node in iter_nodes(tree) for p in node["params"]})
     report["git"] = git_state(root, [LOCK_NAME, "dvc.yaml", *params_files, *leaf_inputs(tree)])
-    report["workspace"] = {"checked": workspace, "matches_lock": (not diffs) if workspace else None,
+    report["workspace"] = {"checked": workspace, "rehashed": bool(workspace and rehash),
+                           "matches_lock": (not diffs) if workspace else None,
                            "differences": diffs}
     report["lineage"] = tree
     return report
@@ -610,7 +653,8 @@ def render_text(report: dict[str, Any]) -> str:
     if not ws["checked"]:
         lines.append("workspace: not checked (--no-workspace)")
     elif ws["matches_lock"]:
-        lines.append(f"workspace matches {LOCK_NAME}")
+        lines.append(f"workspace matches {LOCK_NAME}" + (" (every output re-hashed from its bytes)"
+                                                         if ws.get("rehashed") else ""))
     else:
         lines.append(f"workspace differs from {LOCK_NAME}:")
         for diff in ws["differences"]:
@@ -619,6 +663,9 @@ def render_text(report: dict[str, Any]) -> str:
             else:
                 lines.append(f"  {diff['path']}: {diff['status']} (stage {diff['stage']}; "
                              f"lock {diff['lock']}, workspace {diff['workspace']})")
+                for key in ("files_changed", "files_extra"):
+                    if diff.get(key):
+                        lines.append(f"    {key.replace('_', ' ')}: {', '.join(diff[key])}")
     lines.append("")
     _render_node(report["lineage"], "", lines)
     return "\n".join(lines) + "\n"
@@ -636,6 +683,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-workspace", action="store_true",
                         help="skip hashing the workspace (lock and git only)")
     parser.add_argument("--check", action="store_true", help="exit 1 when the workspace differs from dvc.lock")
+    parser.add_argument("--rehash", action="store_true",
+                        help="hash every output from its bytes (trusts neither DVC's state nor its cache objects)")
     parser.add_argument("--root", default=None, help="repository root (default: nearest parent with dvc.lock)")
     args = parser.parse_args(argv)
     if args.depth is not None and args.depth < 0:
@@ -649,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     cwd = Path.cwd()
     try:
         root = Path(args.root).absolute() if args.root else find_root(cwd)
-        report = audit(args.path, root, cwd, args.depth, workspace=not args.no_workspace)
+        report = audit(args.path, root, cwd, args.depth, workspace=not args.no_workspace, rehash=args.rehash)
     except HNeuronsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

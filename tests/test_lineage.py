@@ -121,7 +121,7 @@ def test_lineage_reaches_raw_input_and_model_fingerprint(dvc_repo):
     for key in ("source", "revision", "architecture", "weights_sha256", "tokenizer_sha256", "chat_template_sha256"):
         assert fingerprint[key] == written[key]
     assert fingerprint["read_from"].startswith("dvc cache")
-    assert report["workspace"] == {"checked": True, "matches_lock": True, "differences": []}
+    assert report["workspace"] == {"checked": True, "rehashed": False, "matches_lock": True, "differences": []}
     assert report["git"]["commit"] == _git(dvc_repo, "rev-parse", "HEAD").strip()
     assert report["git"]["uncommitted"] == []
 
@@ -249,3 +249,31 @@ def test_lock_params_compare_by_value_as_yaml_1_2(tmp_path):
     assert {key: workspace.param_status("params.yaml", key, value) for key, value in values.items()} == {
         "probe.tol": "match", "probe.C": "match", "tune.lr": "match", "tune.name": "match"}
     assert workspace.param_status("params.yaml", "probe.tol", 1e-05) == "modified"
+
+
+def test_rehash_finds_a_same_size_in_place_write_that_dvc_state_misses(dvc_repo, monkeypatch):
+    out = dvc_repo / "out/gen_b.txt"
+    inner = dvc_repo / "models/m/weights.bin"
+    saved = {path: (path.read_bytes(), path.stat()) for path in (out, inner)}
+    assert audit("report/summary.json", dvc_repo, cwd=dvc_repo)["workspace"]["matches_lock"] is True  # state warm
+    try:
+        for path, (data, stat) in saved.items():
+            os.chmod(path, 0o644)
+            with open(path, "r+b") as handle:                   # in place: same inode, same size, same mtime
+                handle.write(bytes([data[0] ^ 1]))
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        plain = audit("report/summary.json", dvc_repo, cwd=dvc_repo)
+        assert plain["workspace"]["matches_lock"] is True          # DVC's state database still has the old hashes
+        rehashed = audit("report/summary.json", dvc_repo, cwd=dvc_repo, rehash=True)
+        assert rehashed["workspace"]["rehashed"] and rehashed["workspace"]["matches_lock"] is False
+        found = {d["path"]: d for d in rehashed["workspace"]["differences"] if "path" in d}
+        assert found["out/gen_b.txt"]["workspace"] == _md5(out)
+        assert found["models/m"]["files_changed"] == ["weights.bin"] and found["models/m"]["files_extra"] == []
+        monkeypatch.chdir(dvc_repo)
+        assert main(["report/summary.json", "--check", "--rehash"]) == 1
+    finally:
+        for path, (data, stat) in saved.items():
+            with open(path, "r+b") as handle:
+                handle.write(data)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert audit("report/summary.json", dvc_repo, cwd=dvc_repo, rehash=True)["workspace"]["matches_lock"] is True
