@@ -314,7 +314,7 @@ def leaf_inputs(tree: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------- workspace (DVC's hashes)
 
 def md5_of(path: Path) -> str:
-    """Hex md5 of a file's bytes, read in 1 MiB blocks."""
+    """Hex md5 of a file's bytes, read in 1 MiB blocks (the hash DVC 3 records for a file output)."""
     digest = hashlib.md5()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -290,15 +290,6 @@ def deviations(values: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- provenance
 
-def md5_file(path: Path) -> str:
-    """Hex md5 of a file's bytes: the hash DVC 3 records for a file output."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def provenance(path: str, root: Path, lock: Mapping[str, Any] | None) -> dict[str, Any]:
     """Where an artifact came from: ``{path, md5, stage, lock_output, lock_hash, lock_status}``.
 
@@ -307,9 +298,9 @@ def provenance(path: str, root: Path, lock: Mapping[str, Any] | None) -> dict[st
     is a locked output with this md5), ``inside <dir>`` (a file of a locked
     directory output), ``differs`` (stale lock or edited file) or ``not in dvc.lock``.
     """
-    from hneurons.lineage import find_producer
+    from hneurons.lineage import find_producer, md5_of
 
-    md5 = md5_file(root / path)
+    md5 = md5_of(root / path)
     found = find_producer(lock, path) if lock else None
     if found is None:
         return {"path": path, "md5": md5, "stage": None, "lock_output": None, "lock_hash": None,

@@ -16,6 +16,7 @@ import yaml
 from hneurons import report as rp
 from hneurons.errors import HNeuronsError
 from hneurons.io import csv_text, dumps_json, jsonable
+from hneurons.lineage import md5_of
 from hneurons.stats import detection_summary, mean_sd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +200,7 @@ def lock_for(root: Path, files: dict[str, str]) -> dict:
 
     stages: dict[str, dict] = {}
     for path, stage in files.items():
-        value = rp.md5_file(root / path) if (root / path).is_file() else "0" * 32 + ".dir"
+        value = md5_of(root / path) if (root / path).is_file() else "0" * 32 + ".dir"
         stages.setdefault(stage, {"cmd": "x", "outs": []})["outs"].append({"path": path, "md5": value, "hash": "md5"})
     return parse_lock({"schema": "2.0", "stages": stages})
 
