@@ -581,8 +581,11 @@ def identification_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     rows.append(["paper H-Neurons, mean (range) of 6 models", "", range_text(tq_h), "not reported"])
     rows.append(["paper random neurons, mean (range)", "", range_text(tq_r), "not reported"])
     caution = length_confound_note(probe, test.get("length") or {})
+    small = floor_flag(probe.get("n_faithful"), probe.get("n_hallucinated"))
     lines += [f"Held-out TriviaQA test answers (the probe's own split; accuracy at 0.5, 95% bootstrap CIs):", "",
-              md_table(["probe", "n", "accuracy (%)", "AUROC (%)"], rows), "", *([caution, ""] if caution else []),
+              md_table(["probe", "n", "accuracy (%)", "AUROC (%)"], rows), "",
+              *([f"⚑ Too few rows to read: the test split has {small}.", ""] if small else []),
+              *([caution, ""] if caution else []),
               inputs.source(paths.probe_metrics, paths.probe_c_grid, paths.probe_per_layer)]
     name = f"identification_{family}.png"
     lines.insert(0, f"![C path and H-Neurons per layer](figures/{name})\n")
@@ -929,11 +932,12 @@ def draw_compliance(data: list[dict[str, Any]], family: str, path: Path) -> None
 
 
 #: Below this many balanced rows a transfer AUROC is flagged as unreadable in the report.
-MIN_READABLE_N = 20
 
 
 def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     """Backward-transfer AUROC and parameter drift of the H-Neurons vs the paper's Fig. 4."""
+    from hneurons.stats import flag_small
+
     family = paths.family
     if not inputs.exists(paths.origin_metrics):
         return Section(not_run(f"origin@{family}", paths.origin_metrics))
@@ -980,8 +984,7 @@ def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
         counts = "/".join(str(t.get(k, "?")) for k in ("n_correct", "n_wrong", "n_refusal"))
         trows.append([DATASET_NAMES.get(d, d), counts, t.get("n", 0), pct_ci(t.get("auroc"), t.get("auroc_ci95")),
                       mean_sd_text(rnd), range_text(paper) if paper is not None else "n/a",
-                      t.get("note") or (f"n < {MIN_READABLE_N}: too few rows to read" if t.get("n", 0) < MIN_READABLE_N
-                                        else "")])
+                      t.get("note") or flag_small({"per class": int(t.get("n", 0)) // 2}) or ""])
         section_metrics[f"transfer_auroc_{d}"] = t.get("auroc")
         ci = t.get("auroc_ci95") or [None, None]
         data.append({"family": family, "dataset": DATASET_NAMES.get(d, d), "auroc": _pct_num(t.get("auroc")),

@@ -242,7 +242,8 @@ def test_report_renders_every_section_next_to_the_paper(tmp_path):
     assert "| TriviaQA | 40/90/20 | 80 | 70.0 [60.0, 80.0] | 52.5 ± 3.5 |" in md
     assert "fewer than two classes after balancing" in md
     rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith(("| TriviaQA", "| BioASQ"))}
-    assert rows["| BioASQ"].endswith("| n < 20: too few rows to read |") and "too few" not in rows["| TriviaQA"]
+    assert rows["| BioASQ"].endswith("| fewer than 30 rows per class (per class 3) |") and "fewer" not in rows["| TriviaQA"]
+    assert "the test split has" not in md  # 50 test rows per class
     # provenance: stage + md5 + lock status, and a file inside a locked directory
     assert "`reports/probe/fam/metrics.json` (stage `probe@fam`, md5 `" in md and "= dvc.lock" in md
     assert "no stage in dvc.lock" in md  # detect files are not in this lock
@@ -376,3 +377,14 @@ def test_length_confound_note_fires_only_when_length_matches_the_probe():
     both = length_confound_note(probe, {"response_tokens": {"auroc": 0.95}, "response_and_answer_tokens": {"auroc": 0.95}})
     assert "response length alone separates" in both and "span_rule" not in both
     assert length_confound_note({"auroc": float("nan")}, {"x": {"auroc": 1.0}}) is None
+
+
+def test_a_small_probe_test_split_is_flagged(tmp_path):
+    write_family(tmp_path, "fam", detect=False, intervene=False, origin=False)
+    path = tmp_path / "reports/probe/fam/metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["test"]["probe"] = summary(0.75, 48)  # 24 rows per class
+    path.write_text(dumps_json(metrics))
+    md = rp.build_report(tmp_path, [paths("fam")], {}, None).markdown
+    assert ("⚑ Too few rows to read: the test split has fewer than 30 rows per class (faithful 24, "
+            "hallucinated 24).") in md
