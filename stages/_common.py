@@ -17,10 +17,21 @@ PARAMS_FILE = Path("params.yaml")
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml parsed and checked against ``stages.params_schema`` (one-line error on a bad key or value)."""
     if not path.is_file():
         raise HNeuronsError(f"{path}: not found (run stages from the repository root)")
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle) or {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            params = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise HNeuronsError(f"{path}:{at}: malformed YAML ({problem})") from None
+    from stages.params_schema import validate
+
+    validate(params, str(path))
+    return params
 
 
 def param(params: dict[str, Any], dotted: str, default: Any = ...) -> Any:
