@@ -17,7 +17,7 @@ CONFIGS = {
     "triviaqa": {"format": "triviaqa", "source": {"kind": "file", "path": str(RAW / "triviaqa/triviaqa_rc_nocontext_train_3500.jsonl")}, "rows": [0, 30]},
     "nq_open": {"format": "nq_open", "source": {"kind": "file", "path": str(RAW / "nq_open/NQ-open.dev.jsonl")}, "rows": [0, 30]},
     "bioasq": {"format": "bioasq", "source": {"kind": "file", "path": str(RAW / "bioasq/bioasq13b_factoid_1600.jsonl")}, "rows": [0, 30]},
-    "nonexist": {"format": "nonexist", "source": {"kind": "file", "path": str(RAW / "nonexist/nonexist_generated_v1.jsonl")}},
+    "nonexist": {"format": "nonexist", "source": {"kind": "file", "path": str(RAW / "nonexist/nonexist_generated_v2.jsonl")}},
     "falseqa": {"format": "falseqa", "source": {"kind": "file", "path": str(RAW / "falseqa")}, "splits": ["test"]},
     "sycophancy": {"format": "sycophancy", "source": {"kind": "file", "path": str(RAW / "sycophancy/are_you_sure_fallback_v1.jsonl")}},
     "jailbreak": {"format": "jailbreak", "source": {"kind": "file", "path": str(RAW / "jailbreak/forbidden_question_set.csv")},

@@ -179,7 +179,7 @@ def test_made_up_entities_are_seeded_distinct_and_avoid_forbidden_words():
 def test_made_up_entities_share_no_word_with_nonexist():
     from hneurons.data import read_jsonl
 
-    nonexist = read_jsonl(ROOT / "data/raw/nonexist/nonexist_generated_v1.jsonl")
+    nonexist = read_jsonl(ROOT / "data/raw/nonexist/nonexist_generated_v2.jsonl")
     texts = [r["entity"] for r in nonexist] + [r["question"] for r in nonexist]
     made = tune.made_up_entities(300, seed=20251201, forbidden_words=tune.text_words(texts))
     assert not tune.text_words(name for _, name, _ in made) & tune.text_words(r["entity"] for r in nonexist)
