@@ -90,7 +90,7 @@ class ActivationWriter:
         self._writer = pq.ParquetWriter(
             tmp, self.schema, compression="zstd", use_dictionary=["dataset", "region", "split"],
             use_byte_stream_split=[f"{CETT_COLUMN}.list.element"], write_statistics=META_NAMES,
-            store_schema=True)
+            store_schema=True, write_page_checksum=True)
         return self
 
     def write(self, frame: pd.DataFrame, cett: np.ndarray) -> None:
@@ -137,7 +137,10 @@ def write_activations(path: str | os.PathLike, blocks, n_layers: int, d_ffn: int
 def _open(path: str | os.PathLike) -> pq.ParquetFile:
     if not Path(path).is_file():
         raise HNeuronsError(f"{path}: activation file not found (run the extract stage)")
-    parquet = pq.ParquetFile(path)
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise HNeuronsError(f"{path}: unreadable Parquet ({str(exc).splitlines()[0]})") from None
     if CETT_COLUMN not in parquet.schema_arrow.names:
         raise HNeuronsError(f"{path}: not an activation file (no {CETT_COLUMN!r} column)")
     return parquet
@@ -157,16 +160,23 @@ def _selection(frame: pd.DataFrame, columns_filter: Mapping[str, Any] | None, pa
     return keep
 
 
-def _cett_block(parquet: pq.ParquetFile, group: int) -> np.ndarray:
+def _cett_block(parquet: pq.ParquetFile, group: int, path) -> np.ndarray:
     """One row group's cett as float[n_rows, n_features] (float16 or float32, as stored)."""
-    column = parquet.read_row_group(group, columns=[CETT_COLUMN]).column(0)
+    column = _read_group(parquet, group, [CETT_COLUMN], path).column(0)
     width = column.type.list_size
     parts = [chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), width) for chunk in column.chunks]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _meta_frame(parquet: pq.ParquetFile, group: int) -> pd.DataFrame:
-    return parquet.read_row_group(group, columns=META_NAMES).to_pandas()
+def _meta_frame(parquet: pq.ParquetFile, group: int, path) -> pd.DataFrame:
+    return _read_group(parquet, group, META_NAMES, path).to_pandas()
+
+
+def _read_group(parquet: pq.ParquetFile, group: int, columns: list[str], path) -> pa.Table:
+    try:
+        return parquet.read_row_group(group, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise HNeuronsError(f"{path}: corrupt row group {group} ({str(exc).splitlines()[0]})") from None
 
 
 def iter_activation_blocks(path: str | os.PathLike, columns_filter: Mapping[str, Any] | None = None,
@@ -174,10 +184,10 @@ def iter_activation_blocks(path: str | os.PathLike, columns_filter: Mapping[str,
     """Yield (frame, cett float32[n_block, n_features]) per row group, filtered; memory-light."""
     parquet = _open(path)
     for group in range(parquet.num_row_groups):
-        frame = _meta_frame(parquet, group)
+        frame = _meta_frame(parquet, group, path)
         keep = _selection(frame, columns_filter, path)
         if keep.any():
-            block = _cett_block(parquet, group)[keep].astype(np.float32, copy=False)
+            block = _cett_block(parquet, group, path)[keep].astype(np.float32, copy=False)
             yield frame[keep].reset_index(drop=True), block
 
 
@@ -193,7 +203,7 @@ def read_activations(path: str | os.PathLike, columns_filter: Mapping[str, Any] 
     width = parquet.schema_arrow.field(CETT_COLUMN).type.list_size
     frames, selections = [], []
     for group in range(parquet.num_row_groups):
-        frame = _meta_frame(parquet, group)
+        frame = _meta_frame(parquet, group, path)
         keep = _selection(frame, columns_filter, path)
         frames.append(frame[keep])
         selections.append(keep)
@@ -204,7 +214,7 @@ def read_activations(path: str | os.PathLike, columns_filter: Mapping[str, Any] 
         n = int(keep.sum())
         if n == 0:
             continue
-        block = _cett_block(parquet, group)
+        block = _cett_block(parquet, group, path)
         X[row:row + n] = block if n == len(keep) else block[keep]
         row += n
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=META_NAMES)

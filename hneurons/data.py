@@ -75,8 +75,18 @@ def schema_for(fmt: str) -> pa.Schema:
 # ---------------------------------------------------------------- raw sources
 
 def read_jsonl(path: Path) -> list[Record]:
+    """One record per non-blank line; a malformed line is a one-line error naming its 1-based line number."""
+    records = []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                column = min(exc.pos, len(line.rstrip("\r\n"))) + 1
+                raise HNeuronsError(f"{path}: line {number}: malformed JSON ({exc.msg}, column {column})") from None
+    return records
 
 
 def read_csv(path: Path) -> list[Record]:
@@ -369,6 +379,8 @@ def load_raw(config: dict[str, Any], where: str) -> tuple[str, list[Record], dic
         if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
                 and 0 <= span[0] < span[1]):
             raise HNeuronsError(f"{where}.rows={span!r}: expected [start, stop] with 0 <= start < stop")
+        if span[1] > len(rows):
+            raise HNeuronsError(f"{where}.rows={span!r}: the source has {len(rows)} rows (stop at most {len(rows)})")
         rows = rows[span[0]:span[1]]
     return fmt, rows, options
 

@@ -83,6 +83,11 @@ class DecodingSettings:
         return self.temperature == 0
 
 
+def fill_question(template: str, question: str) -> str:
+    """``template`` with ``{question}`` replaced; any other braces are kept literally."""
+    return template.replace("{question}", question)
+
+
 def chat_prompt_ids(tokenizer, user_text: str) -> list[int]:
     """Token ids of one user turn under the tokenizer's chat template, ready for the assistant.
 
@@ -522,7 +527,7 @@ def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Seq
     if len(set(example_ids)) != len(example_ids):
         raise HNeuronsError("sample: duplicate example_id in the question list")
     items = [_Question(str(i), q, [str(a) for a in ans], chat_prompt_ids(
-        tokenizer, config.prompt_template.format(question=q.strip())))
+        tokenizer, fill_question(config.prompt_template, q.strip())))
         for i, q, ans in zip(example_ids, questions, answers)]
     sampler = _Sampler(model, tokenizer, config, judge, cache_dir, cache_salt, progress)
     selection_seed = sample_seed(config.seed, "sample.select", 0)

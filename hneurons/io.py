@@ -8,6 +8,7 @@ keys and a trailing newline so equal content gives equal bytes.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -68,10 +69,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place on success.
 
     On an exception the temporary file or directory is removed and ``path`` is
-    left as it was.
+    left as it was. Temporary siblings of ``path`` left by a killed earlier write
+    (``.<name>.<random>/``) are removed first.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent)) / final.name
     try:
         yield tmp
@@ -106,8 +111,22 @@ def write_parquet(path: str | os.PathLike, table: pa.Table, metadata: dict[str, 
         existing[b"hneurons"] = dumps_json(metadata).encode("utf-8")
         table = table.replace_schema_metadata(existing)
     kwargs.setdefault("compression", "zstd")
+    kwargs.setdefault("write_page_checksum", True)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **kwargs)
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet table with page checksums verified; an unreadable or corrupt file is a one-line
+    HNeuronsError naming it."""
+    from hneurons.errors import HNeuronsError
+
+    try:
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
+    except FileNotFoundError:
+        raise HNeuronsError(f"{path}: not found (run the stage that writes it)") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise HNeuronsError(f"{path}: unreadable Parquet ({str(exc).splitlines()[0]})") from None
 
 
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -149,16 +149,42 @@ def _wheel_matches(path: Path, spec: dict[str, Any]) -> bool:
     return path.name.lower().startswith(f"{name}-{spec['version']}-")
 
 
+def wheel_record_sha256(archive: zipfile.ZipFile, member: str) -> str | None:
+    """Hex sha256 of ``member`` as the wheel's ``*.dist-info/RECORD`` states it (None if not listed)."""
+    import base64
+    import csv
+    import io
+
+    records = [name for name in archive.namelist() if name.endswith(".dist-info/RECORD")]
+    for record in records:
+        for row in csv.reader(io.TextIOWrapper(archive.open(record), encoding="utf-8")):
+            if len(row) >= 2 and row[0] == member and row[1].startswith("sha256="):
+                digest = row[1][len("sha256="):]
+                return base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex()
+    return None
+
+
 def extract_wheel_file(wheel: Path, member: str, cache_dir: Path, where: str) -> Path:
-    """Extract one file from a wheel (a zip) into a directory keyed by the wheel hash."""
+    """Extract one file from a wheel (a zip) into a directory keyed by the wheel hash.
+
+    The file must have the sha256 the wheel's RECORD states, checked after extraction and again on
+    every reuse of the cached copy (a changed copy is extracted afresh)."""
     target = cache_dir / "extracted" / sha256_file(wheel)[:16] / member
-    if target.is_file():
-        return target
     with zipfile.ZipFile(wheel) as archive:
         if member not in archive.namelist():
             raise HNeuronsError(f"{where}.file: {member!r} is not in {wheel.name}")
-        with atomic_path(target) as tmp, archive.open(member) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        expected = wheel_record_sha256(archive, member)
+        if expected is None:
+            raise HNeuronsError(f"{where}.file: {wheel.name}'s RECORD lists no sha256 for {member!r}")
+        if target.is_file() and sha256_file(target) == expected:
+            return target
+        with atomic_path(target) as tmp:
+            with archive.open(member) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            actual = sha256_file(tmp)
+            if actual != expected:
+                raise HNeuronsError(f"{where}.file: {member!r} extracted from {wheel.name} has sha256 {actual}, "
+                                    f"its RECORD says {expected}")
     return target
 
 
@@ -221,7 +247,8 @@ def apply_chat_template_option(model, tokenizer, name: str | None, where: str) -
 
 
 def _load_source(spec: dict[str, Any], cache_dir: Path, where: str):
-    """Load (model, tokenizer, is_gguf) from a validated spec, in float32 unless the spec says dtype."""
+    """Load (model, tokenizer, is_gguf, sha256 of the source file or None) from a validated spec, in float32
+    unless the spec says dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = DTYPES.get(spec.get("dtype", "float32"))
@@ -236,7 +263,7 @@ def _load_source(spec: dict[str, Any], cache_dir: Path, where: str):
         except OSError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise HNeuronsError(f"{where}: cannot load {spec['repo']}@{spec['revision']}: {first}") from None
-        return model, tokenizer, False
+        return model, tokenizer, False, None
     if kind == "wheel" and "parts" in spec:
         file = assemble_parts(spec, cache_dir, where)
     elif kind == "wheel":
@@ -249,12 +276,12 @@ def _load_source(spec: dict[str, Any], cache_dir: Path, where: str):
     if file.is_file() and file.suffix == ".gguf":
         tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
         model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=dtype)
-        return model, tokenizer, True
+        return model, tokenizer, True, sha256_file(file)
     if not (file / "config.json").is_file():
         raise HNeuronsError(f"{where}.path: {file} is neither a .gguf file nor a model directory with config.json")
     tokenizer = AutoTokenizer.from_pretrained(file)
     model = AutoModelForCausalLM.from_pretrained(file, dtype=dtype)
-    return model, tokenizer, False
+    return model, tokenizer, False, None
 
 
 def _save(model, tokenizer, out: Path, is_gguf: bool) -> None:
@@ -319,19 +346,21 @@ def materialize(spec: dict[str, Any], out_dir: str | Path, cache_dir: str | Path
     """
     spec = validate_spec(spec, where)
     cache_dir = Path(cache_dir)
-    model, tokenizer, is_gguf = _load_source(spec, cache_dir, where)
+    model, tokenizer, is_gguf, file_sha256 = _load_source(spec, cache_dir, where)
     ffn_shape(model)  # unsupported architectures stop here, before anything is written
     apply_chat_template_option(model, tokenizer, spec.get("chat_template"), where)
-    return save_model_dir(model, tokenizer, out_dir, spec, spec.get("dtype", "float32"), is_gguf, where)
+    return save_model_dir(model, tokenizer, out_dir, spec, spec.get("dtype", "float32"), is_gguf, where,
+                          extra={"source_file_sha256": file_sha256} if file_sha256 else None)
 
 
 def save_model_dir(model, tokenizer, out_dir: str | Path, source: dict[str, Any], dtype: str = "float32",
-                   is_gguf: bool = False, where: str = "model") -> dict[str, Any]:
+                   is_gguf: bool = False, where: str = "model", extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``model`` + ``tokenizer`` to ``out_dir`` atomically with ``fingerprint.json``; return it.
 
     Used for every model directory (materialized or tuned): the saved copy is
     reloaded and must reproduce the in-memory logits on a fixed prompt within
-    RELOAD_TOLERANCE. ``source`` (JSON-able, no absolute paths) is recorded as is.
+    RELOAD_TOLERANCE. ``source`` (JSON-able, no absolute paths) is recorded as is, and so are the
+    ``extra`` fields (e.g. ``source_file_sha256``: the GGUF file the weights were read from).
     """
     model.eval()
     n_layers, d_ffn = ffn_shape(model)
@@ -345,7 +374,7 @@ def save_model_dir(model, tokenizer, out_dir: str | Path, source: dict[str, Any]
             raise HNeuronsError(f"{where}: reloaded model differs from the source (max |logit diff| {diff:.3g})")
         fingerprint = fingerprint_directory(tmp, source)
         fingerprint.update({"n_layers": n_layers, "d_ffn": d_ffn, "n_neurons": n_layers * d_ffn,
-                            "dtype": dtype, "reload_max_abs_logit_diff": diff})
+                            "dtype": dtype, "reload_max_abs_logit_diff": diff, **(extra or {})})
         fingerprint["fingerprint"] = sha256_bytes(
             fingerprint["weights_sha256"] + fingerprint["tokenizer_sha256"]
             + str(fingerprint["chat_template_sha256"]))

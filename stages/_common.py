@@ -116,9 +116,15 @@ def setup_torch(params: dict[str, Any]) -> None:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """Run a stage's main; a HNeuronsError becomes one line on stderr and exit status 2."""
+    """Run a stage's main; a HNeuronsError, or an OS error on a file (read-only directory, disk full),
+    becomes one line on stderr and exit status 2."""
     try:
         main(sys.argv[1:])
     except HNeuronsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)

@@ -114,19 +114,19 @@ def tune_reserved_from(params: dict[str, Any], dataset: str) -> int | None:
 
 def detect_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
     """The dataset's eligible questions for detection (see the module docstring), at most n_questions."""
-    import pyarrow.parquet as pq
+    from hneurons.io import read_table
 
     path = Path("data/prepared") / f"{name}.parquet"
     if not path.is_file():
         raise HNeuronsError(f"{path}: not found; run prepare@{name}")
-    rows = pq.read_table(path, columns=["example_id", "question", "answers"]).to_pylist()
+    rows = read_table(path, columns=["example_id", "question", "answers"]).to_pylist()
     if name != "nonexist":
         rows = [r for r in rows if r["answers"]]
     if name == cfg["probe_dataset"]:
         samples = Path(f"data/samples/{family}/{name}.parquet")
         if not samples.is_file():
             raise HNeuronsError(f"{samples}: not found (run the sample stage); needed to exclude the probe's questions")
-        used = pq.read_table(samples, columns=["example_id", "split"]).to_pandas()
+        used = read_table(samples, columns=["example_id", "split"]).to_pandas()
         taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
         rows = [r for r in rows if r["example_id"] not in taken]
     if cfg["n_questions"][name] is not None:
@@ -140,14 +140,14 @@ def judged_responses(model, tokenizer, name: str, questions: list[dict], cfg: di
                      salt: str) -> pd.DataFrame:
     """One judged response per asked question (chunks until min_per_class), balanced: one row per question."""
     from hneurons.detect import judge_response, judge_until_full
-    from hneurons.generate import chat_prompt_ids, generate_cached
+    from hneurons.generate import chat_prompt_ids, fill_question, generate_cached
     from hneurons.judge import select_balanced
 
     decoding = cfg["decoding"][name]
     limit = decoding.max_new_tokens
 
     def run_chunk(chunk: list[dict]) -> list[dict]:
-        prompts = [chat_prompt_ids(tokenizer, cfg["prompt"].format(question=q["question"])) for q in chunk]
+        prompts = [chat_prompt_ids(tokenizer, fill_question(cfg["prompt"], q["question"])) for q in chunk]
         seeds = [derived_seed(cfg["seed"], f"detect/{name}/{q['example_id']}") for q in chunk]
         generated = generate_cached(model, tokenizer, prompts, decoding, seeds, cfg["batch_size"],
                                     cfg["cache_dir"] / "detect", salt=salt, progress=False)
@@ -227,6 +227,7 @@ def main(argv: list[str]) -> None:
     from hneurons.activations import activation_metadata
     from hneurons.detect import check_both_classes, class_counts, plot_table1, probe_training_rows, table1
     from hneurons.io import csv_text, jsonable, write_json, write_parquet, write_text
+    from hneurons.machine import machine_facts
     from hneurons.materialize import read_fingerprint
     from hneurons.models import load_causal_lm
     from hneurons.probe import load_probe
@@ -234,6 +235,9 @@ def main(argv: list[str]) -> None:
     agreement = judge_checks(cfg["judge_fixtures"], cfg["judge_reference"])
     model_dir = Path(f"models/llm/{family}/instruct")
     probe, _ = load_probe(Path(f"models/probe/{family}"))
+    if probe.positive_.size == 0:
+        raise HNeuronsError(f"models/probe/{family}: the probe has no positive weights (no H-Neurons to test); "
+                            f"widen probe.C_grid")
     acts = Path(f"data/activations/{family}/instruct/{cfg['probe_dataset']}.parquet")
     if not acts.is_file():
         raise HNeuronsError(f"{acts}: not found (run the extract stage for family {family!r})")
@@ -278,6 +282,7 @@ def main(argv: list[str]) -> None:
     title = (f"{family}: {metrics['n_h_neurons']} H-Neurons, {cfg['table_metric']} on balanced sets "
              f"(faithful/hallucinated: {sizes})")
     plot_table1(results, cfg["table_metric"], title, report_dir / "table1.png")
+    metrics["machine"] = machine_facts(model, cfg["dtype"])
     write_json(report_dir / "metrics.json", jsonable(metrics))
 
 

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from hneurons import activations, cett, spans
 from hneurons.errors import HNeuronsError
-from hneurons.io import read_json, sha256_file, write_json
+from hneurons.io import read_json, read_table, sha256_file, write_json
+from hneurons.machine import machine_facts
 from hneurons.models import load_causal_lm
 from stages._common import load_params, param, run, setup_torch
 
@@ -38,7 +39,7 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     missing = [c for c in SAMPLE_COLUMNS if c not in names]
     if missing:
         raise HNeuronsError(f"{path}: missing column(s) {', '.join(missing)}")
-    table = pq.read_table(path, columns=list(SAMPLE_COLUMNS))
+    table = read_table(path, columns=list(SAMPLE_COLUMNS))
     selected = pc.and_(pc.fill_null(table["representative"], False), pc.greater_equal(table["label"], 0))
     return table.filter(pc.fill_null(selected, False)).to_pylist()
 
@@ -132,6 +133,7 @@ def main(argv: list[str]) -> None:
     report.update(counts)
     report["n_dropped"] = len(records) - len(examples)
     report["bytes_per_example"] = round(out.stat().st_size / max(len(examples), 1), 1)
+    report["machine"] = machine_facts(model, param(params, "base.dtype"))
     write_json(report_path, report)
     elapsed = time.perf_counter() - started
     n_tokens = sum(len(e.prompt_ids) + len(e.response_ids) for e in examples)

@@ -122,12 +122,12 @@ def make_judges(cfg: dict[str, Any]):
 
 
 def _table(name: str) -> list[dict]:
-    import pyarrow.parquet as pq
+    from hneurons.io import read_table
 
     path = Path("data/prepared") / f"{name}.parquet"
     if not path.is_file():
         raise HNeuronsError(f"{path}: not found; run prepare@{name}")
-    return pq.read_table(path).to_pylist()
+    return read_table(path).to_pylist()
 
 
 def subsample(items: list, n: int, seed: int) -> list:
@@ -148,17 +148,17 @@ def pick(pool: list, name: str, n: int, cfg: dict[str, Any]) -> list:
 
 def heldout_trivia(family: str, cfg: dict[str, Any]) -> list:
     """Prepared TriviaQA questions outside the probe's train/validation splits, as compliance Items."""
-    import pyarrow.parquet as pq
-
     from hneurons import compliance as C
+    from hneurons.generate import fill_question
+    from hneurons.io import read_table
 
     samples = Path("data/samples") / family / f"{cfg['probe_dataset']}.parquet"
     if not samples.is_file():
         raise HNeuronsError(f"{samples}: not found (run sample@{family}); needed to hold out the probe's questions")
-    used = pq.read_table(samples, columns=["example_id", "split"]).to_pandas()
+    used = read_table(samples, columns=["example_id", "split"]).to_pandas()
     taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
     rows = [r for r in _table("triviaqa") if r["answers"] and r["example_id"] not in taken]
-    items = [C.Item("triviaqa", r["example_id"], cfg["trivia_prompt"].format(question=r["question"].strip()),
+    items = [C.Item("triviaqa", r["example_id"], fill_question(cfg["trivia_prompt"], r["question"].strip()),
                     {"question": r["question"], "answers": list(r["answers"])}) for r in rows]
     return pick(items, "triviaqa", cfg["capability"]["n_questions"], cfg)
 
@@ -295,12 +295,11 @@ def main(argv: list[str]) -> None:
     family = argv[0]
     params = family_params(load_params(), SECTION, family)
     setup_torch(params)
-    import pyarrow as pa
-
     from hneurons import sweep
     from hneurons.compliance import DISPLAY_NAMES
     from hneurons.intervene import layer_matched_neuron_sets
     from hneurons.io import csv_text, jsonable, read_json, write_json, write_parquet, write_text
+    from hneurons.machine import machine_facts
     from hneurons.models import ffn_shape, load_causal_lm
     from hneurons.screening import screen_known
 
@@ -391,6 +390,7 @@ def main(argv: list[str]) -> None:
     cap_effects, cap_slopes = sweep.paired_effects(cap_rows, cfg["n_boot"], cfg["seed"])
     metrics["capability"]["paired_effects"] = {"by_alpha": cap_effects.to_dict("records"),
                                                "slopes": cap_slopes.to_dict("records")}
+    metrics["machine"] = machine_facts(model, cfg["dtype"])
     write_json(report_dir / "metrics.json", jsonable(metrics))
     for bench, entry in per_bench.items():
         log.info("%s/%s: endpoint slope H %.2f pp/alpha, random %s", family, bench,

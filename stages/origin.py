@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from hneurons import origin
 from hneurons.errors import HNeuronsError
-from hneurons.io import jsonable, write_json, write_parquet, write_text
+from hneurons.io import atomic_path, jsonable, read_table, write_json, write_parquet, write_text
+from hneurons.machine import machine_facts
 from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
 
 log = logging.getLogger("origin")
@@ -130,10 +130,10 @@ def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict
     path = Path("data/prepared") / f"{name}.parquet"
     if not path.is_file():
         raise HNeuronsError(f"{path}: not found; run prepare@{name}")
-    rows = [r for r in pq.read_table(path, columns=["example_id", "question", "answers"]).to_pylist() if r["answers"]]
+    rows = [r for r in read_table(path, columns=["example_id", "question", "answers"]).to_pylist() if r["answers"]]
     if name == cfg["probe_dataset"]:
         samples = Path(f"data/samples/{family}/{name}.parquet")
-        used = pq.read_table(samples, columns=["example_id", "split"]).to_pandas()
+        used = read_table(samples, columns=["example_id", "split"]).to_pandas()
         taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
         rows = [r for r in rows if r["example_id"] not in taken]
     return rows[: cfg["n_questions"][name]]
@@ -247,11 +247,25 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError(f"models/probe/{family}: the probe has {probe.n_features_in_} features; "
                             f"{base_dir} has {n_features} FFN neurons")
     h = probe.positive_
+    if h.size == 0:
+        raise HNeuronsError(f"models/probe/{family}: the probe has no positive weights (no H-Neurons to analyse); "
+                            f"widen probe.C_grid")
     metrics: dict[str, Any] = {"family": family, "n_h_neurons": int(h.size), "n_neurons": n_features,
                                "base_fingerprint": read_fingerprint(base_dir)["fingerprint"],
                                "instruct_fingerprint": read_fingerprint(instruct_dir)["fingerprint"]}
     table = origin.DriftTable.from_models(base, instruct)
     del instruct
+    with atomic_path(data_dir) as data_tmp, atomic_path(report_dir) as report_tmp:
+        analyse(metrics, table, family, cfg, probe, h, d_ffn, base, tokenizer, acts, meta, data_tmp, report_tmp)
+    metrics["machine"] = machine_facts(base, cfg["dtype"])
+    write_json(metrics_path, jsonable(metrics))
+
+
+def analyse(metrics: dict[str, Any], table: origin.DriftTable, family: str, cfg: dict[str, Any], probe,
+            h: np.ndarray, d_ffn: int, base, tokenizer, acts: Path, meta: dict[str, Any], data_dir: Path,
+            report_dir: Path) -> None:
+    """Drift and backward transfer into ``metrics``; writes the files of data/origin/<family>/ and
+    reports/origin/<family>/ under ``data_dir`` and ``report_dir`` (temporary siblings renamed at the end)."""
     metrics["drift"] = drift_outputs(table, h, cfg, family, data_dir, report_dir)
     log.info("%s: H-Neuron mean drift rank %.3f (empirical p=%.3g, Welch p=%.3g), per layer %.3f", family,
              metrics["drift"]["global"]["h_neurons"]["mean_rank"], metrics["drift"]["global"]["h_neurons"]["p_empirical"],
@@ -287,7 +301,6 @@ def main(argv: list[str]) -> None:
     columns = ["dataset", "n", "auroc", "auroc_lo", "auroc_hi", "random_auroc"]
     write_text(report_dir / "transfer.csv", pd.DataFrame(rows, columns=columns).to_csv(
         index=False, float_format="%.6g", lineterminator="\n"))
-    write_json(metrics_path, jsonable(metrics))
 
 
 if __name__ == "__main__":

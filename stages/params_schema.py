@@ -13,7 +13,6 @@ partial mapping of that section's other keys); a ``Leaf`` checks a value's type.
 from __future__ import annotations
 
 import difflib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

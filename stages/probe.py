@@ -35,6 +35,7 @@ import pandas as pd
 
 from hneurons.errors import HNeuronsError
 from hneurons.io import atomic_path, csv_text, dumps_json, jsonable, write_parquet
+from hneurons.machine import machine_facts
 from hneurons.probe import (LABELLINGS, SOLVERS, L1Probe, check_C_grid, dense_probe_scores, h_neuron_frame,
                             random_baselines, save_probe, select_C, stability_selection, training_labels)
 from hneurons.stats import detection_summary, mean_sd
@@ -114,6 +115,8 @@ def validation_questions(samples_path: Path, n_questions: int) -> pd.DataFrame:
     """
     import pyarrow.parquet as pq
 
+    from hneurons.io import read_table
+
     if not samples_path.is_file():
         raise HNeuronsError(f"{samples_path}: not found (run the sample stage)")
     names = set(pq.read_schema(samples_path).names)
@@ -121,7 +124,7 @@ def validation_questions(samples_path: Path, n_questions: int) -> pd.DataFrame:
     if missing:
         raise HNeuronsError(f"{samples_path}: missing columns {sorted(missing)}")
     columns = ["example_id", "answers", "prompt_ids", "split"] + (["question"] if "question" in names else [])
-    frame = pq.read_table(samples_path, columns=columns).to_pandas()
+    frame = read_table(samples_path, columns=columns).to_pandas()
     frame = frame[frame["split"] == "validation"].drop_duplicates("example_id").reset_index(drop=True)
     if "question" not in frame.columns:
         frame["question"] = ""
@@ -345,7 +348,7 @@ def main(argv: list[str]) -> None:
                  "validation": {"n_rows": len(val), "n_hallucinated": int(y_val.sum())},
                  "test": {"n_rows": len(test), "n_hallucinated": int(y_test.sum())},
                  "task_questions": len(questions)},
-        "chosen_C": selection.best_C, "n_h_neurons": int(h.size),
+        "chosen_C": selection.best_C, "n_h_neurons": int(h.size), "machine": machine_facts(model, cfg["dtype"]),
         "per_mille": 1000.0 * h.size / X.shape[1], "n_negative_weights": int(np.sum(best.coef_[0] < 0)),
         "C_selection": {"criterion": "validation accuracy + greedy task accuracy with H-Neurons at alpha",
                         "alpha": cfg["task"]["alpha"], "task_accuracy_unsuppressed": unsuppressed,

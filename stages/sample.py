@@ -52,11 +52,11 @@ def make_judge(config: Any):
 
 def read_questions(path: Path, n_questions: Any):
     """(example_ids, questions, answers, n_without_answers) of the first ``n_questions`` answerable rows."""
-    import pyarrow.parquet as pq
+    from hneurons.io import read_table
 
     if not path.is_file():
         raise HNeuronsError(f"{path}: not found (run the prepare stage)")
-    table = pq.read_table(path, columns=["example_id", "question", "answers"]).to_pydict()
+    table = read_table(path, columns=["example_id", "question", "answers"]).to_pydict()
     if not table["example_id"]:
         raise HNeuronsError(f"{path}: no questions")
     rows = [(i, q, [a for a in (ans or []) if a]) for i, q, ans in
@@ -82,6 +82,7 @@ def main(argv: list[str]) -> None:
     setup_torch(params)
     from hneurons import generate as gen
     from hneurons.io import read_json, write_json, write_parquet
+    from hneurons.machine import machine_facts
     from hneurons.models import load_causal_lm
 
     settings = decoding_settings(params)
@@ -125,7 +126,7 @@ def main(argv: list[str]) -> None:
                 "decoding": settings.as_dict(), "judge": judge.name, "seed": config.seed,
                 "config": config.as_dict(), "counts": result.counts}
     write_parquet(Path("data/samples") / family / f"{dataset}.parquet", result.table, metadata)
-    metrics = dict(result.metrics, questions_without_answers=n_unanswerable)
+    metrics = dict(result.metrics, questions_without_answers=n_unanswerable, machine=machine_facts(model, dtype))
     write_json(Path("reports/sample") / family / "metrics.json", metrics)
     log.info("%s: %d questions, %d samples, faithful %d / hallucinated %d consistent, %d per class selected, "
              "%.0f s", family, metrics["questions_seen"], metrics["samples_drawn"],

@@ -42,11 +42,11 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from hneurons import tune  # noqa: E402
 from hneurons.errors import HNeuronsError  # noqa: E402
-from hneurons.io import dumps_json, sha256_bytes, write_json, write_parquet, write_text  # noqa: E402
+from hneurons.machine import machine_facts  # noqa: E402
+from hneurons.io import dumps_json, read_table, sha256_bytes, write_json, write_parquet, write_text  # noqa: E402
 from hneurons.materialize import read_fingerprint, save_model_dir  # noqa: E402
 from hneurons.models import load_causal_lm  # noqa: E402
 from stages._common import family_params, load_params, param, run, setup_torch  # noqa: E402
@@ -93,7 +93,7 @@ def prepared(name: str) -> list[dict]:
     path = Path("data/prepared") / f"{name}.parquet"
     if not path.is_file():
         raise HNeuronsError(f"{path}: not found; run prepare@{name}")
-    return pq.read_table(path).to_pylist()
+    return read_table(path).to_pylist()
 
 
 def harmful_requests(path: Path) -> list[dict]:
@@ -223,6 +223,7 @@ def main(argv: list[str]) -> None:
     tune.plot_loss(curve, f"tune@{family}: {len(train_set)} examples, {len(curve)} steps", report_dir / "loss.png")
     write_text(report_dir / "check_responses.jsonl",
                "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records))
+    metrics["machine"] = machine_facts(model, cfg["dtype"])
     write_json(report_dir / "metrics.json", metrics)
     log.info("%s: twin check %s -> %s", family, metrics["check_instruct"], out_dir)
 

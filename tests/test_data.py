@@ -206,3 +206,26 @@ def test_other_formats_report_no_drops():
     fmt, rows, options = data.load_raw(CONFIGS["nq_open"], "datasets.nq_open")
     assert data.prepare(fmt, rows, options, "datasets.nq_open", drops).num_rows == len(rows)
     assert drops == Counter()
+
+
+def test_malformed_jsonl_line_names_its_line_number(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "a"}\n\n{"question": "b"}\n{"question": \n', encoding="utf-8")
+    with pytest.raises(HNeuronsError, match=r"q.jsonl: line 4: malformed JSON \(Expecting value, column 14\)"):
+        data.read_jsonl(path)
+
+
+def test_row_range_beyond_the_source_is_an_error_not_a_silent_cut(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}", "answer": "a"}) + "\n" for i in range(48)),
+                    encoding="utf-8")
+    config = {"format": "triviaqa", "source": {"kind": "file", "path": str(path)}}
+    assert len(data.load_raw({**config, "rows": [0, 48]}, "datasets.t")[1]) == 48
+    with pytest.raises(HNeuronsError, match=r"datasets.t.rows=\[0, 100000\]: the source has 48 rows"):
+        data.load_raw({**config, "rows": [0, 100000]}, "datasets.t")
+
+
+def test_prompt_template_keeps_other_braces():
+    from hneurons.generate import fill_question
+
+    assert fill_question('Answer as JSON {"a": 1}: {question}', "Who?") == 'Answer as JSON {"a": 1}: Who?'

