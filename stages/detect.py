@@ -130,6 +130,9 @@ def detect_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
         taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
         rows = [r for r in rows if r["example_id"] not in taken]
     if cfg["n_questions"][name] is not None:
+        if cfg["n_questions"][name] > len(rows):
+            log.warning("detect.n_questions.%s=%d: only %d eligible questions; all are used (metrics: n_pool)",
+                        name, cfg["n_questions"][name], len(rows))
         rows = rows[: cfg["n_questions"][name]]
     if not rows:
         raise HNeuronsError(f"{path}: no questions for detect (detect.n_questions.{name})")

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from hneurons import activations, cett, spans
 from hneurons.errors import HNeuronsError
-from hneurons.io import read_json, read_table, sha256_file, write_json
+from hneurons.io import read_json, read_schema, read_table, sha256_file, write_json
 from hneurons.machine import machine_facts
 from hneurons.models import load_causal_lm
 from stages._common import load_params, param, run, setup_torch
@@ -35,7 +34,7 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     """The representative, selected (label >= 0) sample rows as records."""
     if not path.is_file():
         raise HNeuronsError(f"{path}: samples not found (run the sample stage)")
-    names = pq.read_schema(path).names
+    names = read_schema(path).names
     missing = [c for c in SAMPLE_COLUMNS if c not in names]
     if missing:
         raise HNeuronsError(f"{path}: missing column(s) {', '.join(missing)}")

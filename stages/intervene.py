@@ -131,7 +131,7 @@ def _table(name: str) -> list[dict]:
 
 
 def subsample(items: list, n: int, seed: int) -> list:
-    """``n`` items drawn uniformly without replacement (all if fewer), kept in table order."""
+    """``n`` items drawn uniformly without replacement (all if fewer; :func:`pick` rejects that), in table order."""
     if len(items) <= n:
         return list(items)
     keep = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
@@ -143,7 +143,12 @@ def pick(pool: list, name: str, n: int, cfg: dict[str, Any]) -> list:
     from hneurons.screening import seeded_order
 
     seed = derived_seed(cfg["seed"], f"intervene/items/{name}")
-    return seeded_order(pool, seed) if name in cfg["screen"] else subsample(pool, n, seed)
+    if name in cfg["screen"]:
+        return seeded_order(pool, seed)
+    if n > len(pool):
+        key = "capability.n_questions" if name == "triviaqa" else f"n_items.{name}"
+        raise HNeuronsError(f"{SECTION}.{key}={n}: the pool has only {len(pool)} items")
+    return subsample(pool, n, seed)
 
 
 def heldout_trivia(family: str, cfg: dict[str, Any]) -> list:

@@ -136,7 +136,11 @@ def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict
         used = read_table(samples, columns=["example_id", "split"]).to_pandas()
         taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
         rows = [r for r in rows if r["example_id"] not in taken]
-    return rows[: cfg["n_questions"][name]]
+    n = cfg["n_questions"][name]
+    if n > len(rows):
+        raise HNeuronsError(f"origin.n_questions.{name}={n}: only {len(rows)} eligible {name} questions "
+                            f"(with answers{', outside the probe train/validation split' if name == cfg['probe_dataset'] else ''})")
+    return rows[:n]
 
 
 def base_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any], salt: str,

@@ -113,13 +113,11 @@ def validation_questions(samples_path: Path, n_questions: int) -> pd.DataFrame:
     Columns example_id, question, answers, prompt_ids: the prompt ids are the ones
     the sample stage generated from, so the task term asks exactly as sampling did.
     """
-    import pyarrow.parquet as pq
-
-    from hneurons.io import read_table
+    from hneurons.io import read_schema, read_table
 
     if not samples_path.is_file():
         raise HNeuronsError(f"{samples_path}: not found (run the sample stage)")
-    names = set(pq.read_schema(samples_path).names)
+    names = set(read_schema(samples_path).names)
     missing = {"example_id", "answers", "prompt_ids", "split"} - names
     if missing:
         raise HNeuronsError(f"{samples_path}: missing columns {sorted(missing)}")

@@ -68,6 +68,9 @@ def read_questions(path: Path, n_questions: Any):
     if not answerable:
         raise HNeuronsError(f"{path}: no question has answers; the rule and LLM judges need reference answers")
     if n_questions is not None:
+        if n_questions > len(answerable):
+            raise HNeuronsError(f"sample.n_questions={n_questions}: {path} has only {len(answerable)} questions "
+                                f"with answers (null takes them all)")
         answerable = answerable[:n_questions]
     ids, questions, answers = (list(col) for col in zip(*answerable))
     skipped = sum(1 for row in rows[:rows.index(answerable[-1]) + 1] if not row[2])
