@@ -154,7 +154,7 @@ PAPER_SETTINGS: tuple[PaperSetting, ...] = (
                  "GPT-4o-aligned answer-token spans (span_rule annotation reads such spans)"),
     PaperSetting("extract.readout", "mean", "§3 Eq. 3 [P]", "mean CETT over the span"),
     PaperSetting("extract.region_variant", "with_prompt", "§2.2 [C]", "'other' includes prompt/template tokens"),
-    PaperSetting("base.dtype", "bfloat16", "§3 [C]", "model run in bf16 for CETT"),
+    PaperSetting("compute.dtype", "bfloat16", "§3 [C]", "model run in bf16 for CETT"),
     PaperSetting("probe.labelling", "3-vs-1", "§4.1 [P]", "3-vs-1 labels"),
     PaperSetting("probe.standardize", False, "§4.2 [C]", "raw CETT, no scaler"),
     PaperSetting("probe.tol", 1.0e-4, "§4.2 [C]", "liblinear default tolerance"),
@@ -182,7 +182,7 @@ PAPER_SETTINGS: tuple[PaperSetting, ...] = (
 )
 
 #: Sections whose stages run per family and take per-family overrides (``<section>.families.<family>``).
-FAMILY_SECTIONS = ("sample", "probe", "detect", "intervene", "origin", "tune")
+FAMILY_SECTIONS = ("compute", "sample", "probe", "detect", "intervene", "origin", "tune")
 
 
 def setting_keys() -> list[str]:

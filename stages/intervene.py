@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from hneurons.errors import HNeuronsError
-from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
+from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
+                             param, run, setup_torch)
 
 log = logging.getLogger("intervene")
 SECTION = "intervene"
@@ -92,7 +93,7 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
             except TypeError:
                 raise HNeuronsError(f"{where}: keys must be among temperature, top_k, top_p, max_new_tokens") from None
     cfg["settings"] = settings
-    cfg.update(seed=int(param(params, "base.seed")), dtype=param(params, "base.dtype", "float32"),
+    cfg.update(seed=int(param(params, "base.seed")),
                cache_dir=Path(param(params, "base.cache_dir", ".cache/hneurons")),
                probe_dataset=param(params, "probe.dataset"), trivia_prompt=param(params, "sample.prompt"))
     return cfg
@@ -309,6 +310,7 @@ def main(argv: list[str]) -> None:
     from hneurons.screening import screen_known
 
     cfg = read_config(params)
+    cfg["device"], cfg["dtype"] = compute_settings(params, family)
     judges = make_judges(cfg)
     for judge in judges.llm.values():
         judge.check()  # an unreachable endpoint fails before any generation
@@ -317,7 +319,7 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError(f"{model_dir}/fingerprint.json: not found (run the model stage for {family}-instruct)")
     fingerprint = read_json(model_dir / "fingerprint.json")["fingerprint"]
     items = benchmark_items(cfg, family)
-    model, tokenizer = load_causal_lm(model_dir, cfg["dtype"])
+    model, tokenizer = load_causal_lm(model_dir, cfg["dtype"], cfg["device"])
     n_layers, d_ffn = ffn_shape(model)
     h = h_neurons(family, n_layers, d_ffn)
     seeds = [derived_seed(cfg["seed"], f"intervene/random/{i}") for i in range(cfg["n_random_sets"])]
@@ -327,7 +329,7 @@ def main(argv: list[str]) -> None:
     plan = [(s, cfg["alphas"] if s.name == "h_neurons" else cfg["random_alphas"]) for s in sets.values()]
     config = sweep.SweepConfig(settings=cfg["settings"], batch_size=cfg["batch_size"],
                                seed=derived_seed(cfg["seed"], "intervene/sampling"), positions=cfg["positions"],
-                               cache_dir=cfg["cache_dir"] / "intervene" / family, salt=f"{fingerprint}:{cfg['dtype']}")
+                               cache_dir=cfg["cache_dir"] / "intervene" / family, salt=f"{fingerprint}:{cfg['dtype']}{device_tag(cfg['device'])}")
     screened = {}
     for name in (name for name in cfg["screen"] if name in items):
         n = cfg["capability"]["n_questions"] if name == "triviaqa" else cfg["n_items"][name]

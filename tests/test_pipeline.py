@@ -76,6 +76,17 @@ def test_first_repro_runs_every_stage(pipeline):
     assert json.loads((repo / "reports/probe/tiny/metrics.json").read_text())["chosen_C"] in (1, 10, 100)
 
 
+def test_every_model_stage_records_its_device_and_dtype(pipeline):
+    repo, _, _ = pipeline
+    metrics = {"sample": "reports/sample/tiny/metrics.json", "extract": "reports/extract/tiny/instruct/triviaqa.json",
+               "probe": "reports/probe/tiny/metrics.json", "detect": "reports/detect/tiny/metrics.json",
+               "intervene": "reports/intervene/tiny/metrics.json", "origin": "reports/origin/tiny.json",
+               "tune": "reports/tune/tinytune/metrics.json"}
+    for stage, path in metrics.items():
+        machine = json.loads((repo / path).read_text())["machine"]
+        assert (machine["device"], machine["dtype"], machine["threads"]) == ("cpu", "float32", 1), stage
+
+
 def test_detect_writes_table1_and_judge_agreement(pipeline):
     repo, _, _ = pipeline
     metrics = json.loads((repo / "reports/detect/tiny/metrics.json").read_text())
