@@ -31,7 +31,6 @@ intervene stage's contract); the report shows percent, as the paper does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -582,7 +581,7 @@ def identification_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     rows.append(["paper random neurons, mean (range)", "", range_text(tq_r), "not reported"])
     caution = length_confound_note(probe, test.get("length") or {})
     small = floor_flag(probe.get("n_faithful"), probe.get("n_hallucinated"))
-    lines += [f"Held-out TriviaQA test answers (the probe's own split; accuracy at 0.5, 95% bootstrap CIs):", "",
+    lines += ["Held-out TriviaQA test answers (the probe's own split; accuracy at 0.5, 95% bootstrap CIs):", "",
               md_table(["probe", "n", "accuracy (%)", "AUROC (%)"], rows), "",
               *([f"⚑ Too few rows to read: the test split has {small}.", ""] if small else []),
               *([caution, ""] if caution else []),

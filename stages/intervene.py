@@ -229,9 +229,6 @@ def sweep_metrics(rates, rates_by_set, cfg: dict[str, Any]) -> dict[str, Any]:
                     for _, g in per_set.groupby("set_index", sort=True)]
             entry["random"]["per_set_slopes"] = runs
             entry["random"]["endpoint_slope_over_sets"] = mean_sd([r["endpoint"] for r in runs])
-        if "random" in entry and "h_neurons" in entry:
-            entry["h_minus_random_slope"] = {kind: entry["h_neurons"]["slope_pp_per_alpha"][kind]
-                                             - entry["random"]["slope_pp_per_alpha"][kind] for kind in ("endpoint", "ols")}
         out[bench] = entry
     return out
 
