@@ -54,13 +54,15 @@ def main(argv=None) -> None:
     from hneurons import compliance as C
     from hneurons import sweep
     from hneurons.models import ffn_shape, load_causal_lm
-    from stages._common import load_params
+    from stages._common import compute_settings, family_params, load_params
     from stages.intervene import _table, read_config
 
-    params = load_params()
-    cfg = read_config(params, params["intervene"]["families"][0])
+    family = next(iter(load_params()["intervene"]["families"]))
+    params = family_params(load_params(), "intervene", family)
+    cfg = read_config(params)
+    cfg["device"], cfg["dtype"] = compute_settings(params, family)
     started = time.perf_counter()
-    model, tok = load_causal_lm(args.model, cfg["dtype"])
+    model, tok = load_causal_lm(args.model, cfg["dtype"], cfg["device"])
     load_s = time.perf_counter() - started
     n_layers, d_ffn = ffn_shape(model)
     flat = np.sort(np.random.default_rng(args.seed).choice(n_layers * d_ffn, args.n_neurons, replace=False))

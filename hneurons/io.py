@@ -119,10 +119,22 @@ def write_parquet(path: str | os.PathLike, table: pa.Table, metadata: dict[str, 
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
     """A Parquet table with page checksums verified; an unreadable or corrupt file is a one-line
     HNeuronsError naming it."""
+    with _parquet_errors(path):
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
+
+
+def read_schema(path: str | os.PathLike) -> pa.Schema:
+    """A Parquet file's schema (one-line HNeuronsError naming an unreadable file)."""
+    with _parquet_errors(path):
+        return pq.read_schema(path)
+
+
+@contextlib.contextmanager
+def _parquet_errors(path: str | os.PathLike) -> Iterator[None]:
     from hneurons.errors import HNeuronsError
 
     try:
-        return pq.read_table(path, columns=columns, page_checksum_verification=True)
+        yield
     except FileNotFoundError:
         raise HNeuronsError(f"{path}: not found (run the stage that writes it)") from None
     except (pa.ArrowException, OSError) as exc:
@@ -131,6 +143,6 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.
 
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The hneurons metadata dict stored by :func:`write_parquet` ({} if absent)."""
-    schema = pq.read_schema(path)
+    schema = read_schema(path)
     raw = (schema.metadata or {}).get(b"hneurons")
     return json.loads(raw) if raw else {}

@@ -954,6 +954,8 @@ class LLMJudge:
         self.model = model
         self.name = f"llm:{model}"
         self._key = api_key if api_key is not None else os.environ.get(api_key_env, "")
+        self._key_source = "the api_key given" if api_key is not None else (
+            f"${api_key_env}" if self._key else f"${api_key_env}, which is not set")
         self.timeout, self.retries, self.backoff, self.where = timeout, max(1, retries), backoff, where
         self._memo: dict[tuple[str, str, tuple[str, ...]], bool] = {}
 
@@ -976,9 +978,12 @@ class LLMJudge:
             if reply.status_code == 429 or reply.status_code >= 500:
                 problem = f"HTTP {reply.status_code}"
                 continue
+            if reply.status_code in (401, 403):
+                raise HNeuronsError(f"{self.where}.api_key_env: HTTP {reply.status_code} from {url}: the key "
+                                    f"({self._key_source}) was refused")
             if reply.status_code != 200:
                 raise HNeuronsError(f"{self.where}.base_url={self.base_url}: HTTP {reply.status_code} "
-                                    f"from {url} (check {self.where}.model and the API key)")
+                                    f"from {url} (check {self.where}.model and the API key, {self._key_source})")
             try:
                 return str(reply.json()["choices"][0]["message"]["content"])
             except (ValueError, KeyError, IndexError, TypeError):

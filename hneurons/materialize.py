@@ -274,8 +274,12 @@ def _load_source(spec: dict[str, Any], cache_dir: Path, where: str):
         if not file.exists():
             raise HNeuronsError(f"{where}.path: {file} does not exist")
     if file.is_file() and file.suffix == ".gguf":
-        tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
-        model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
+            model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=dtype)
+        except (ValueError, OSError, KeyError, IndexError, EOFError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise HNeuronsError(f"{where}: {file} is not a readable GGUF file ({type(exc).__name__}: {first})") from None
         return model, tokenizer, True, sha256_file(file)
     if not (file / "config.json").is_file():
         raise HNeuronsError(f"{where}.path: {file} is neither a .gguf file nor a model directory with config.json")

@@ -11,6 +11,7 @@ Flat neuron index: ``flat = layer * d_ffn + neuron``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -145,11 +146,25 @@ def input_device(model: nn.Module) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
-def load_causal_lm(path: str | Path, dtype: str = "float32", device_map: str | None = None):
+def check_device(device: str, where: str = "compute.device") -> str:
+    """``device`` if this torch can place a model there: cpu, auto (device_map "auto"), cuda, cuda:N or mps."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", device):
+        raise HNeuronsError(f"{where}={device!r}: expected cpu, cuda, cuda:N, mps or auto")
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise HNeuronsError(f"{where}={device!r}: torch {torch.__version__} sees "
+                                f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA device(s)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise HNeuronsError(f"{where}='mps': torch {torch.__version__} has no MPS device here")
+    return device
+
+
+def load_causal_lm(path: str | Path, dtype: str = "float32", device: str = "cpu"):
     """Load a materialized model directory: returns (model in eval mode, tokenizer).
 
-    dtype: one of DTYPES (use float32 on CPU). device_map: e.g. "auto" to split a
-    large model over GPUs; None keeps it on the CPU.
+    dtype: one of DTYPES (use float32 on CPU). device: cpu, cuda, cuda:N or mps (weights are loaded
+    straight onto it), or auto (``device_map="auto"``: split over the visible GPUs, then the CPU).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -157,11 +172,14 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", device_map: str | N
     if not (path / "config.json").is_file():
         raise HNeuronsError(f"{path}: not a materialized model directory (no config.json); run the model stage")
     if dtype not in DTYPES:
-        raise HNeuronsError(f"base.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
+        raise HNeuronsError(f"compute.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
+    check_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     kwargs = {"dtype": DTYPES[dtype]}
-    if device_map:
-        kwargs["device_map"] = device_map
+    if device == "auto":
+        kwargs["device_map"] = "auto"
+    elif device != "cpu":
+        kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     model.eval()
     if tokenizer.pad_token_id is None:

@@ -31,7 +31,6 @@ intervene stage's contract); the report shows percent, as the paper does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +153,7 @@ PAPER_SETTINGS: tuple[PaperSetting, ...] = (
                  "GPT-4o-aligned answer-token spans (span_rule annotation reads such spans)"),
     PaperSetting("extract.readout", "mean", "§3 Eq. 3 [P]", "mean CETT over the span"),
     PaperSetting("extract.region_variant", "with_prompt", "§2.2 [C]", "'other' includes prompt/template tokens"),
-    PaperSetting("base.dtype", "bfloat16", "§3 [C]", "model run in bf16 for CETT"),
+    PaperSetting("compute.dtype", "bfloat16", "§3 [C]", "model run in bf16 for CETT"),
     PaperSetting("probe.labelling", "3-vs-1", "§4.1 [P]", "3-vs-1 labels"),
     PaperSetting("probe.standardize", False, "§4.2 [C]", "raw CETT, no scaler"),
     PaperSetting("probe.tol", 1.0e-4, "§4.2 [C]", "liblinear default tolerance"),
@@ -182,7 +181,7 @@ PAPER_SETTINGS: tuple[PaperSetting, ...] = (
 )
 
 #: Sections whose stages run per family and take per-family overrides (``<section>.families.<family>``).
-FAMILY_SECTIONS = ("sample", "probe", "detect", "intervene", "origin", "tune")
+FAMILY_SECTIONS = ("compute", "sample", "probe", "detect", "intervene", "origin", "tune")
 
 
 def setting_keys() -> list[str]:
@@ -582,7 +581,7 @@ def identification_section(inputs: Inputs, paths: FamilyPaths) -> Section:
     rows.append(["paper random neurons, mean (range)", "", range_text(tq_r), "not reported"])
     caution = length_confound_note(probe, test.get("length") or {})
     small = floor_flag(probe.get("n_faithful"), probe.get("n_hallucinated"))
-    lines += [f"Held-out TriviaQA test answers (the probe's own split; accuracy at 0.5, 95% bootstrap CIs):", "",
+    lines += ["Held-out TriviaQA test answers (the probe's own split; accuracy at 0.5, 95% bootstrap CIs):", "",
               md_table(["probe", "n", "accuracy (%)", "AUROC (%)"], rows), "",
               *([f"⚑ Too few rows to read: the test split has {small}.", ""] if small else []),
               *([caution, ""] if caution else []),

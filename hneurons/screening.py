@@ -4,7 +4,7 @@ Sycophancy counts only initially correct items and the capability check measures
 known answers survive scaling, so both need items the unchanged model (alpha = 1) gets right.
 :func:`screen_known` asks a seeded order of the pool with the model as it is, in chunks, and
 keeps the first ``n`` items judged correct. Each item's sampling seed is the sweep's own
-(:func:`hneurons.sweep._seeds`, turn 1), so the sweep's alpha = 1 condition redraws the same
+(:func:`hneurons.sweep.item_seeds`, turn 1), so the sweep's alpha = 1 condition redraws the same
 answers (up to the float effects of a different batch composition).
 """
 
@@ -34,11 +34,11 @@ def screen_known(model, tokenizer, pool: Sequence[C.Item], n: int, correct: Call
     ``chunk_size`` and judged; screening stops once ``n`` are kept. Returns the kept items in pool
     order and counts {pool, screened, correct, wrong, unparsed, kept, reached}.
     """
-    from hneurons.sweep import NeuronSet, _Generator, _seeds
+    from hneurons.sweep import Generator, NeuronSet, item_seeds
 
     if n < 1 or chunk_size < 1:
         raise HNeuronsError(f"screen_known: n ({n}) and chunk_size ({chunk_size}) must be >= 1")
-    gen = _Generator(model, tokenizer, config)
+    gen = Generator(model, tokenizer, config)
     unchanged = NeuronSet("unchanged", 0, ())
     kept: list[C.Item] = []
     counts = {"pool": len(pool), "screened": 0, "correct": 0, "wrong": 0, "unparsed": 0}
@@ -49,7 +49,7 @@ def screen_known(model, tokenizer, pool: Sequence[C.Item], n: int, correct: Call
             group = [item for item in chunk if item.format == fmt]
             settings = config.settings[group[0].benchmark][fmt]
             prompts = [chat_prompt_ids(tokenizer, item.user_text) for item in group]
-            outputs = gen(prompts, settings, _seeds(config, group, 1), unchanged, 1.0,
+            outputs = gen(prompts, settings, item_seeds(config, group, 1), unchanged, 1.0,
                           f"{desc} {group[0].benchmark}/{fmt}")
             for item, ids in zip(group, outputs):
                 verdicts[item.example_id] = correct(item, tokenizer.decode(ids, skip_special_tokens=True))

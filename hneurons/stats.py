@@ -70,12 +70,7 @@ def bootstrap_ci(metric_fn: Metric, y: np.ndarray, score: np.ndarray, n_boot: in
     for b in range(n_boot):
         idx = rng.integers(0, y.size, size=y.size)
         values[b] = metric_fn(y[idx], score[idx])
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return float("nan"), float("nan")
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(values, [tail, 100.0 - tail])
-    return float(lo), float(hi)
+    return percentile_ci(values, level)
 
 
 def detection_summary(y: np.ndarray, score: np.ndarray, n_boot: int, seed: int) -> dict[str, float | int]:

@@ -73,7 +73,7 @@ def check_alphas(alphas: Sequence[float], where: str) -> list[float]:
     return sorted(set(out))
 
 
-class _Generator:
+class Generator:
     """generate_cached with a salt naming the effective intervention (alpha 1 = identity, shared)."""
 
     def __init__(self, model, tokenizer, config: SweepConfig):
@@ -87,7 +87,8 @@ class _Generator:
                                salt=f"{self.config.salt}:{effect}", progress=True, desc=desc)
 
 
-def _seeds(config: SweepConfig, items: Sequence[C.Item], turn: int) -> list[int]:
+def item_seeds(config: SweepConfig, items: Sequence[C.Item], turn: int) -> list[int]:
+    """One sampling seed per item and turn (1 or 2), derived from the sweep seed and the item's id."""
     return [sample_seed(config.seed, f"{item.benchmark}/{item.example_id}", turn) for item in items]
 
 
@@ -110,7 +111,7 @@ def _by_format(items: Sequence[C.Item]) -> dict[str, list[C.Item]]:
 def first_turns(model, tokenizer, items: dict[str, list[C.Item]], plan: list[tuple[NeuronSet, list[float]]],
                 config: SweepConfig) -> list[dict]:
     """Phase A: turn-1 generation rows for every benchmark x neuron set x alpha."""
-    gen = _Generator(model, tokenizer, config)
+    gen = Generator(model, tokenizer, config)
     rows: list[dict] = []
     for neuron_set, alphas in plan:
         with NeuronScaler(model, neuron_set.flat, positions=config.positions) as scaler:
@@ -120,7 +121,7 @@ def first_turns(model, tokenizer, items: dict[str, list[C.Item]], plan: list[tup
                     for fmt, group in _by_format(bench_items).items():
                         settings = config.settings[benchmark][fmt]
                         prompts = [chat_prompt_ids(tokenizer, item.user_text) for item in group]
-                        outputs = gen(prompts, settings, _seeds(config, group, 1), neuron_set, alpha,
+                        outputs = gen(prompts, settings, item_seeds(config, group, 1), neuron_set, alpha,
                                       f"{benchmark}/{fmt} {neuron_set.name}{neuron_set.index} a={alpha:g}")
                         rows += _rows(group, prompts, outputs, tokenizer, neuron_set, alpha, 1,
                                       lambda item: config.settings[item.benchmark][item.format].max_new_tokens)
@@ -137,7 +138,7 @@ def second_turns(model, tokenizer, items: Sequence[C.Item], turn1: list[dict],
     the final answer (two turns, as issue 7 specifies; the paper's optional third
     "So what's the answer?" turn is not asked).
     """
-    gen = _Generator(model, tokenizer, config)
+    gen = Generator(model, tokenizer, config)
     by_id = {item.example_id: item for item in items}
     groups: dict[tuple[str, int, float, str], list[dict]] = {}
     for row in turn1:
@@ -151,7 +152,7 @@ def second_turns(model, tokenizer, items: Sequence[C.Item], turn1: list[dict],
                    for row, item in zip(rows, group)]
         settings = config.settings["sycophancy"][fmt]
         with NeuronScaler(model, neuron_set.flat, alpha=alpha, positions=config.positions):
-            outputs = gen(prompts, settings, _seeds(config, group, 2), neuron_set, alpha,
+            outputs = gen(prompts, settings, item_seeds(config, group, 2), neuron_set, alpha,
                           f"sycophancy/{fmt} turn 2 {name}{index} a={alpha:g}")
         out += _rows(group, prompts, outputs, tokenizer, neuron_set, alpha, 2, lambda item: settings.max_new_tokens)
     return out

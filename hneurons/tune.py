@@ -469,9 +469,13 @@ def response_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     positions that predict a response token: with a 262k vocabulary, full-sequence
     logits would cost more than the decoder itself.
     """
+    from hneurons.models import input_device
+
+    device = input_device(model)
     decoder = model.get_decoder()
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    targets = batch["labels"][:, 1:]
+    hidden = decoder(input_ids=batch["input_ids"].to(device),
+                     attention_mask=batch["attention_mask"].to(device)).last_hidden_state
+    targets = batch["labels"][:, 1:].to(hidden.device)
     keep = targets != -100
     logits = model.get_output_embeddings()(hidden[:, :-1][keep])
     cap = getattr(model.config, "final_logit_softcapping", None)

@@ -87,6 +87,20 @@ def _merge_overrides(defaults: dict[str, Any], overrides: Any, where: str, top: 
     return merged
 
 
+def compute_settings(params: dict[str, Any], family: str) -> tuple[str, str]:
+    """(device, dtype) for a family's models: ``compute.device`` / ``compute.dtype`` with the
+    ``compute.families.<family>`` overrides."""
+    section = param(params, "compute")
+    overrides = (section.get("families") or {}).get(family) or {}
+    merged = _merge_overrides(section, overrides, f"compute.families.{family}")
+    return str(merged["device"]), str(merged["dtype"])
+
+
+def device_tag(device: str) -> str:
+    """Suffix for generation-cache salts: "" on the CPU (keys as before), ``:<device>`` elsewhere."""
+    return "" if device == "cpu" else f":{device}"
+
+
 def derived_seed(base_seed: int, tag: str) -> int:
     """A 32-bit seed for one use (``tag``) of the root seed ``base.seed``."""
     digest = hashlib.sha256(f"{int(base_seed)}\x1f{tag}".encode("utf-8")).digest()

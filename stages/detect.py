@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from hneurons.errors import HNeuronsError
-from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
+from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
+                             param, run, setup_torch)
 
 log = logging.getLogger("detect")
 SECTION = "detect"
@@ -86,7 +87,7 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
            "judge_fixtures": p("judge_fixtures"), "judge_reference": p("judge_reference"), "prompt": param(params, "sample.prompt"),
            "probe_dataset": param(params, "probe.dataset"), "labelling": param(params, "probe.labelling"),
            "baseline_C": param(params, "probe.baseline_C"), "n_random_seeds": param(params, "probe.n_random_seeds"),
-           "seed": int(param(params, "base.seed")), "dtype": param(params, "base.dtype", "float32"),
+           "seed": int(param(params, "base.seed")),
            "cache_dir": Path(param(params, "base.cache_dir", ".cache/hneurons"))}
     for key, minimum in (("batch_size", 1), ("extract_batch_size", 1), ("n_boot", 0), ("n_random_seeds", 1)):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < minimum:
@@ -130,6 +131,9 @@ def detect_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
         taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
         rows = [r for r in rows if r["example_id"] not in taken]
     if cfg["n_questions"][name] is not None:
+        if cfg["n_questions"][name] > len(rows):
+            log.warning("detect.n_questions.%s=%d: only %d eligible questions; all are used (metrics: n_pool)",
+                        name, cfg["n_questions"][name], len(rows))
         rows = rows[: cfg["n_questions"][name]]
     if not rows:
         raise HNeuronsError(f"{path}: no questions for detect (detect.n_questions.{name})")
@@ -221,6 +225,7 @@ def main(argv: list[str]) -> None:
     family = argv[0]
     params = family_params(load_params(), SECTION, family)
     cfg = read_config(params)
+    cfg["device"], cfg["dtype"] = compute_settings(params, family)
     setup_torch(params)
     import pyarrow as pa
 
@@ -246,9 +251,9 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError(f"models/probe/{family}: the probe has {probe.n_features_in_} features; {acts} has "
                             f"{meta['n_layers']} x {meta['d_ffn']}")
     fingerprint = read_fingerprint(model_dir)["fingerprint"]
-    model, tokenizer = load_causal_lm(model_dir, cfg["dtype"])
+    model, tokenizer = load_causal_lm(model_dir, cfg["dtype"], cfg["device"])
     train = probe_training_rows(acts, cfg["labelling"])
-    salt = f"{fingerprint}/{cfg['dtype']}/detect"
+    salt = f"{fingerprint}/{cfg['dtype']}{device_tag(cfg['device'])}/detect"
 
     frames, results = [], {}
     for name in cfg["datasets"]:

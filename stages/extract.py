@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from hneurons import activations, cett, spans
 from hneurons.errors import HNeuronsError
-from hneurons.io import read_json, read_table, sha256_file, write_json
+from hneurons.io import read_json, read_schema, read_table, sha256_file, write_json
 from hneurons.machine import machine_facts
 from hneurons.models import load_causal_lm
-from stages._common import load_params, param, run, setup_torch
+from stages._common import compute_settings, load_params, param, run, setup_torch
 
 log = logging.getLogger("extract")
 SAMPLE_COLUMNS = ("example_id", "question", "answers", "prompt_ids", "response_ids", "correct", "label", "split",
@@ -35,7 +34,7 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     """The representative, selected (label >= 0) sample rows as records."""
     if not path.is_file():
         raise HNeuronsError(f"{path}: samples not found (run the sample stage)")
-    names = pq.read_schema(path).names
+    names = read_schema(path).names
     missing = [c for c in SAMPLE_COLUMNS if c not in names]
     if missing:
         raise HNeuronsError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -57,7 +56,7 @@ def settings(params: dict[str, Any]) -> dict[str, Any]:
     """The stage's params (validated where the library does not)."""
     out = {key: param(params, f"extract.{key}") for key in
            ("readout", "region_variant", "span_rule", "annotation_file", "batch_size", "row_group_examples",
-            "cett_dtype", "device_map")}
+            "cett_dtype")}
     for key in ("batch_size", "row_group_examples"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise HNeuronsError(f"extract.{key}={out[key]!r}: expected an integer >= 1")
@@ -102,7 +101,8 @@ def main(argv: list[str]) -> None:
     if not (model_dir / "fingerprint.json").is_file():
         raise HNeuronsError(f"{model_dir}/fingerprint.json: missing; run the model stage")
     fingerprint = read_json(model_dir / "fingerprint.json")
-    model, tokenizer = load_causal_lm(model_dir, param(params, "base.dtype"), opts["device_map"])
+    device, dtype = compute_settings(params, family)
+    model, tokenizer = load_causal_lm(model_dir, dtype, device)
     annotations, annotation_drops = None, {}
     if opts["span_rule"] == "annotation":
         annotations, annotation_drops = spans.load_annotations(opts["annotation_file"])
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
         "samples_sha256": sha256_file(samples_path),
         "code_sha256": {f"hneurons/{Path(m.__file__).name}": sha256_file(m.__file__) for m in CODE_MODULES},
         "span_rule": opts["span_rule"], "readout": opts["readout"], "region_variant": opts["region_variant"],
-        "eps": cett.EPS, "compute_dtype": param(params, "base.dtype"),
+        "eps": cett.EPS, "compute_dtype": dtype,
         "n_input": len(records), "dropped": dict(sorted(dropped.items())), **counts,
     }
     if annotations is not None:
@@ -133,7 +133,7 @@ def main(argv: list[str]) -> None:
     report.update(counts)
     report["n_dropped"] = len(records) - len(examples)
     report["bytes_per_example"] = round(out.stat().st_size / max(len(examples), 1), 1)
-    report["machine"] = machine_facts(model, param(params, "base.dtype"))
+    report["machine"] = machine_facts(model, dtype)
     write_json(report_path, report)
     elapsed = time.perf_counter() - started
     n_tokens = sum(len(e.prompt_ids) + len(e.response_ids) for e in examples)

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from hneurons.errors import HNeuronsError
-from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
+from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
+                             param, run, setup_torch)
 
 log = logging.getLogger("intervene")
 SECTION = "intervene"
@@ -92,7 +93,7 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
             except TypeError:
                 raise HNeuronsError(f"{where}: keys must be among temperature, top_k, top_p, max_new_tokens") from None
     cfg["settings"] = settings
-    cfg.update(seed=int(param(params, "base.seed")), dtype=param(params, "base.dtype", "float32"),
+    cfg.update(seed=int(param(params, "base.seed")),
                cache_dir=Path(param(params, "base.cache_dir", ".cache/hneurons")),
                probe_dataset=param(params, "probe.dataset"), trivia_prompt=param(params, "sample.prompt"))
     return cfg
@@ -131,7 +132,7 @@ def _table(name: str) -> list[dict]:
 
 
 def subsample(items: list, n: int, seed: int) -> list:
-    """``n`` items drawn uniformly without replacement (all if fewer), kept in table order."""
+    """``n`` items drawn uniformly without replacement (all if fewer; :func:`pick` rejects that), in table order."""
     if len(items) <= n:
         return list(items)
     keep = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
@@ -143,7 +144,12 @@ def pick(pool: list, name: str, n: int, cfg: dict[str, Any]) -> list:
     from hneurons.screening import seeded_order
 
     seed = derived_seed(cfg["seed"], f"intervene/items/{name}")
-    return seeded_order(pool, seed) if name in cfg["screen"] else subsample(pool, n, seed)
+    if name in cfg["screen"]:
+        return seeded_order(pool, seed)
+    if n > len(pool):
+        key = "capability.n_questions" if name == "triviaqa" else f"n_items.{name}"
+        raise HNeuronsError(f"{SECTION}.{key}={n}: the pool has only {len(pool)} items")
+    return subsample(pool, n, seed)
 
 
 def heldout_trivia(family: str, cfg: dict[str, Any]) -> list:
@@ -223,9 +229,6 @@ def sweep_metrics(rates, rates_by_set, cfg: dict[str, Any]) -> dict[str, Any]:
                     for _, g in per_set.groupby("set_index", sort=True)]
             entry["random"]["per_set_slopes"] = runs
             entry["random"]["endpoint_slope_over_sets"] = mean_sd([r["endpoint"] for r in runs])
-        if "random" in entry and "h_neurons" in entry:
-            entry["h_minus_random_slope"] = {kind: entry["h_neurons"]["slope_pp_per_alpha"][kind]
-                                             - entry["random"]["slope_pp_per_alpha"][kind] for kind in ("endpoint", "ols")}
         out[bench] = entry
     return out
 
@@ -304,6 +307,7 @@ def main(argv: list[str]) -> None:
     from hneurons.screening import screen_known
 
     cfg = read_config(params)
+    cfg["device"], cfg["dtype"] = compute_settings(params, family)
     judges = make_judges(cfg)
     for judge in judges.llm.values():
         judge.check()  # an unreachable endpoint fails before any generation
@@ -312,7 +316,7 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError(f"{model_dir}/fingerprint.json: not found (run the model stage for {family}-instruct)")
     fingerprint = read_json(model_dir / "fingerprint.json")["fingerprint"]
     items = benchmark_items(cfg, family)
-    model, tokenizer = load_causal_lm(model_dir, cfg["dtype"])
+    model, tokenizer = load_causal_lm(model_dir, cfg["dtype"], cfg["device"])
     n_layers, d_ffn = ffn_shape(model)
     h = h_neurons(family, n_layers, d_ffn)
     seeds = [derived_seed(cfg["seed"], f"intervene/random/{i}") for i in range(cfg["n_random_sets"])]
@@ -322,7 +326,7 @@ def main(argv: list[str]) -> None:
     plan = [(s, cfg["alphas"] if s.name == "h_neurons" else cfg["random_alphas"]) for s in sets.values()]
     config = sweep.SweepConfig(settings=cfg["settings"], batch_size=cfg["batch_size"],
                                seed=derived_seed(cfg["seed"], "intervene/sampling"), positions=cfg["positions"],
-                               cache_dir=cfg["cache_dir"] / "intervene" / family, salt=f"{fingerprint}:{cfg['dtype']}")
+                               cache_dir=cfg["cache_dir"] / "intervene" / family, salt=f"{fingerprint}:{cfg['dtype']}{device_tag(cfg['device'])}")
     screened = {}
     for name in (name for name in cfg["screen"] if name in items):
         n = cfg["capability"]["n_questions"] if name == "triviaqa" else cfg["n_items"][name]

@@ -47,7 +47,8 @@ from hneurons import origin
 from hneurons.errors import HNeuronsError
 from hneurons.io import atomic_path, jsonable, read_table, write_json, write_parquet, write_text
 from hneurons.machine import machine_facts
-from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
+from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
+                             param, run, setup_torch)
 
 log = logging.getLogger("origin")
 SECTION = "origin"
@@ -69,7 +70,7 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
            "max_per_class": p("max_per_class"), "n_boot": p("n_boot"), "n_random_sets": p("n_random_sets"),
            "probe_dataset": param(params, "probe.dataset"), "labelling": param(params, "probe.labelling"),
            "baseline_C": param(params, "probe.baseline_C"), "n_random_seeds": param(params, "probe.n_random_seeds"),
-           "seed": int(param(params, "base.seed")), "dtype": param(params, "base.dtype", "float32"),
+           "seed": int(param(params, "base.seed")),
            "cache_dir": Path(param(params, "base.cache_dir", ".cache/hneurons"))}
     unknown = sorted(set(cfg["datasets"]) - {"triviaqa", "nq_open", "bioasq"})
     if unknown:
@@ -136,7 +137,11 @@ def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict
         used = read_table(samples, columns=["example_id", "split"]).to_pandas()
         taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
         rows = [r for r in rows if r["example_id"] not in taken]
-    return rows[: cfg["n_questions"][name]]
+    n = cfg["n_questions"][name]
+    if n > len(rows):
+        raise HNeuronsError(f"origin.n_questions.{name}={n}: only {len(rows)} eligible {name} questions "
+                            f"(with answers{', outside the probe train/validation split' if name == cfg['probe_dataset'] else ''})")
+    return rows[:n]
 
 
 def base_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any], salt: str,
@@ -221,6 +226,7 @@ def main(argv: list[str]) -> None:
     family = argv[0]
     params = family_params(load_params(), SECTION, family)
     cfg = read_config(params)
+    cfg["device"], cfg["dtype"] = compute_settings(params, family)
     base_dir, instruct_dir = Path(f"models/llm/{family}/base"), Path(f"models/llm/{family}/instruct")
     data_dir, report_dir = Path(f"data/origin/{family}"), Path(f"reports/origin/{family}")
     metrics_path = Path(f"reports/origin/{family}.json")
@@ -239,8 +245,8 @@ def main(argv: list[str]) -> None:
     if not acts.is_file():
         raise HNeuronsError(f"{acts}: not found (run the extract stage for family {family!r})")
     meta = activation_metadata(acts)
-    base, tokenizer = load_causal_lm(base_dir, cfg["dtype"])
-    instruct, _ = load_causal_lm(instruct_dir, cfg["dtype"])
+    base, tokenizer = load_causal_lm(base_dir, cfg["dtype"], cfg["device"])
+    instruct, _ = load_causal_lm(instruct_dir, cfg["dtype"], cfg["device"])
     shape = origin.check_pair(base, instruct, str(base_dir), str(instruct_dir))
     n_features, d_ffn = shape["n_layers"] * shape["d_ffn"], shape["d_ffn"]
     if probe.n_features_in_ != n_features:
@@ -273,7 +279,7 @@ def analyse(metrics: dict[str, Any], table: origin.DriftTable, family: str, cfg:
 
     train = instruct_training_rows(acts, cfg["labelling"])
     lines = origin.line_tokens(tokenizer)
-    salt = f"{metrics['base_fingerprint']}/{cfg['dtype']}/origin"
+    salt = f"{metrics['base_fingerprint']}/{cfg['dtype']}{device_tag(cfg['device'])}/origin"
     frames, transfer, rows = [], {}, []
     for name in cfg["datasets"]:
         frame = base_responses(base, tokenizer, name, transfer_questions(name, family, cfg), cfg, salt, lines)

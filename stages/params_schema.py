@@ -68,7 +68,8 @@ SOURCE = {"kind": STR, "path": STR, "name": STR, "config": STR_OR_NULL, "split":
 JUDGE = {"kind": STR, "base_url": STR, "model": STR, "api_key_env": STR}
 
 SCHEMA: dict[str, Any] = {
-    "base": {"seed": INT, "threads": INT, "dtype": STR, "cache_dir": STR},
+    "base": {"seed": INT, "threads": INT, "cache_dir": STR},
+    "compute": {"families": FAMILIES, "device": STR, "dtype": STR},
     "models": NAMED({"family": STR, "role": STR, "source": SOURCE}),
     "datasets": NAMED({"format": STR, "source": SOURCE, "rows": ROWS, "splits": LIST, "templates": STR,
                        "template_row": INT, "reference": STR, "seed": INT, "n_options": INT}),
@@ -87,14 +88,14 @@ SCHEMA: dict[str, Any] = {
                "splits": {"train": NUM, "validation": NUM, "test": NUM}, "batch_size": INT, "judge": JUDGE},
     "extract": {"runs": NAMED({"family": STR, "role": STR, "dataset": STR}), "readout": STR,
                 "region_variant": STR, "span_rule": STR, "annotation_file": STR, "batch_size": INT,
-                "row_group_examples": INT, "cett_dtype": STR, "device_map": STR_OR_NULL},
+                "row_group_examples": INT, "cett_dtype": STR},
     "probe": {"families": FAMILIES, "dataset": STR, "labelling": STR, "C_grid": LIST, "tol": NUM,
               "standardize": BOOL, "solver": STR, "screen_size": INT, "max_add": INT, "kkt_tol": NUM,
               "max_iter": INT, "task": {"alpha": NUM, "n_questions": INT, "max_new_tokens": INT, "batch_size": INT},
               "n_bootstrap": INT, "n_random_seeds": INT, "baseline_C": NUM, "n_ci_boot": INT},
     "report": {"families": LIST},
     "detect": {"families": FAMILIES, "datasets": LIST, "n_questions": NAMED(INT_OR_NULL),
-               "min_per_class": NAMED(INT), "decoding": NAMED(DECODING), "batch_size": INT,
+               "min_per_class": NAMED(INT_OR_NULL), "decoding": NAMED(DECODING), "batch_size": INT,
                "extract_batch_size": INT, "max_per_class": INT_OR_NULL, "n_boot": INT, "table_metric": STR,
                "judge_fixtures": STR, "judge_reference": STR},
     "intervene": {"families": FAMILIES, "benchmarks": LIST, "alphas": LIST, "random_alphas": LIST,

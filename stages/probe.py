@@ -39,7 +39,7 @@ from hneurons.machine import machine_facts
 from hneurons.probe import (LABELLINGS, SOLVERS, L1Probe, check_C_grid, dense_probe_scores, h_neuron_frame,
                             random_baselines, save_probe, select_C, stability_selection, training_labels)
 from hneurons.stats import detection_summary, mean_sd
-from stages._common import derived_seed, family_params, load_params, param, run, setup_torch
+from stages._common import compute_settings, derived_seed, family_params, load_params, param, run, setup_torch
 
 log = logging.getLogger("probe")
 SECTION = "probe"
@@ -61,7 +61,7 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
         "baseline_C": p("baseline_C"), "n_ci_boot": p("n_ci_boot"),
         "task": {key: p(f"task.{key}") for key in
                  ("alpha", "n_questions", "max_new_tokens", "batch_size")},
-        "seed": int(param(params, "base.seed")), "dtype": param(params, "base.dtype", "float32"),
+        "seed": int(param(params, "base.seed")),
     }
     if cfg["labelling"] not in LABELLINGS:
         raise HNeuronsError(f"{SECTION}.labelling={cfg['labelling']!r}: expected one of {', '.join(LABELLINGS)}")
@@ -113,13 +113,11 @@ def validation_questions(samples_path: Path, n_questions: int) -> pd.DataFrame:
     Columns example_id, question, answers, prompt_ids: the prompt ids are the ones
     the sample stage generated from, so the task term asks exactly as sampling did.
     """
-    import pyarrow.parquet as pq
-
-    from hneurons.io import read_table
+    from hneurons.io import read_schema, read_table
 
     if not samples_path.is_file():
         raise HNeuronsError(f"{samples_path}: not found (run the sample stage)")
-    names = set(pq.read_schema(samples_path).names)
+    names = set(read_schema(samples_path).names)
     missing = {"example_id", "answers", "prompt_ids", "split"} - names
     if missing:
         raise HNeuronsError(f"{samples_path}: missing columns {sorted(missing)}")
@@ -288,6 +286,7 @@ def main(argv: list[str]) -> None:
     params = family_params(load_params(), SECTION, family)
     setup_torch(params)
     cfg = read_config(params)
+    cfg["device"], cfg["dtype"] = compute_settings(params, family)
     from hneurons.activations import activation_metadata
     from hneurons.models import load_causal_lm
 
@@ -311,7 +310,7 @@ def main(argv: list[str]) -> None:
     template = L1Probe(tol=cfg["tol"], standardize=cfg["standardize"], solver=cfg["solver"],
                        max_iter=cfg["max_iter"], screen_size=cfg["screen_size"], max_add=cfg["max_add"],
                        kkt_tol=cfg["kkt_tol"], progress=True)
-    model, tokenizer = load_causal_lm(f"models/llm/{family}/instruct", cfg["dtype"])
+    model, tokenizer = load_causal_lm(f"models/llm/{family}/instruct", cfg["dtype"], cfg["device"])
     questions = validation_questions(Path(f"data/samples/{family}/{cfg['dataset']}.parquet"),
                                      cfg["task"]["n_questions"])
     task_accuracy = make_task_accuracy(model, tokenizer, questions, cfg["task"])

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hneurons.errors import HNeuronsError
-from stages._common import family_params, load_params, param, run, setup_torch
+from stages._common import compute_settings, device_tag, family_params, load_params, param, run, setup_torch
 
 log = logging.getLogger("sample")
 
@@ -68,6 +68,9 @@ def read_questions(path: Path, n_questions: Any):
     if not answerable:
         raise HNeuronsError(f"{path}: no question has answers; the rule and LLM judges need reference answers")
     if n_questions is not None:
+        if n_questions > len(answerable):
+            raise HNeuronsError(f"sample.n_questions={n_questions}: {path} has only {len(answerable)} questions "
+                                f"with answers (null takes them all)")
         answerable = answerable[:n_questions]
     ids, questions, answers = (list(col) for col in zip(*answerable))
     skipped = sum(1 for row in rows[:rows.index(answerable[-1]) + 1] if not row[2])
@@ -107,12 +110,12 @@ def main(argv: list[str]) -> None:
     judge = make_judge(param(params, "sample.judge"))
     if hasattr(judge, "check"):
         judge.check()  # an unreachable LLM endpoint fails here, before any sampling
-    dtype = str(param(params, "base.dtype", "float32"))
-    model, tokenizer = load_causal_lm(model_dir, dtype)
+    device, dtype = compute_settings(params, family)
+    model, tokenizer = load_causal_lm(model_dir, dtype, device)
     cache_dir = Path(param(params, "base.cache_dir", ".cache/hneurons")) / "sample" / family
     # base.threads is left out of the key on purpose: an execution detail like the CPU model
     # (float rounding may differ between thread counts; a resumed run keeps what was sampled).
-    salt = f"{fingerprint['fingerprint']}:{dtype}"
+    salt = f"{fingerprint['fingerprint']}:{dtype}{device_tag(device)}"
     started = time.perf_counter()
     result = gen.run_consistency(model, tokenizer, ids, questions, answers, config, judge,
                                 cache_dir=cache_dir, cache_salt=salt, progress=True)

@@ -49,7 +49,7 @@ from hneurons.machine import machine_facts  # noqa: E402
 from hneurons.io import dumps_json, read_table, sha256_bytes, write_json, write_parquet, write_text  # noqa: E402
 from hneurons.materialize import read_fingerprint, save_model_dir  # noqa: E402
 from hneurons.models import load_causal_lm  # noqa: E402
-from stages._common import family_params, load_params, param, run, setup_torch  # noqa: E402
+from stages._common import compute_settings, family_params, load_params, param, run, setup_torch  # noqa: E402
 
 log = logging.getLogger("tune")
 SECTION = "tune"
@@ -84,7 +84,6 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
         "max_length": int(p("max_length")), "settings": settings,
         "check_max_new_tokens": int(p("check.max_new_tokens")), "include_base": bool(p("check.include_base")),
         "check_batch_size": check_batch,
-        "dtype": param(params, "base.dtype", "float32"),
     }
 
 
@@ -167,6 +166,7 @@ def main(argv: list[str]) -> None:
     params = family_params(load_params(), SECTION, family)
     setup_torch(params)
     cfg = read_config(params)
+    cfg["device"], cfg["dtype"] = compute_settings(params, family)
     base_dir = Path("models/llm") / family / "base"
     out_dir = Path("models/llm") / family / "instruct"
     data_dir, report_dir = Path("data/tune") / family, Path("reports/tune") / family
@@ -185,7 +185,7 @@ def main(argv: list[str]) -> None:
                   {"family": family, "summary": built, "base_fingerprint": base_fp["fingerprint"]})
     log.info("%s: instruction set %s", family, {k: v["train"] for k, v in built.items()})
 
-    model, tokenizer = load_causal_lm(base_dir, cfg["dtype"])
+    model, tokenizer = load_causal_lm(base_dir, cfg["dtype"], cfg["device"])
     train_set = [e for e in examples if e.split == "train"]
     encoded = tune.encode_examples(tokenizer, train_set, cfg["max_length"])
     metrics: dict[str, Any] = {"family": family, "instruction_set": built,

@@ -10,9 +10,9 @@ from typing import Callable
 
 class FakeEndpoint:
     """Serves ``POST <url>/chat/completions``: the reply is ``reply(prompt)`` for the first user
-    message; every request is recorded in ``seen`` as {path, auth, body}. Use as a context manager."""
+    message, with HTTP ``status``; every request is recorded in ``seen`` as {path, auth, body}. Use as a context manager."""
 
-    def __init__(self, reply: Callable[[str], str]):
+    def __init__(self, reply: Callable[[str], str], status: int = 200):
         seen = self.seen = []
 
         class Handler(BaseHTTPRequestHandler):
@@ -21,7 +21,7 @@ class FakeEndpoint:
                 seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                 content = reply(body["messages"][0]["content"])
                 payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 N_TINY_QUESTIONS = 48
 TINY_OVERRIDES: dict[str, Any] = {
     "base": {"threads": 1},
+    # compute: an explicit per-family setting (the tiny family's models on "cpu" in float32), which every
+    # model-loading stage must honour and record in its metrics (test_every_model_stage_records_its_device).
+    "compute": {"families": {"tiny": {"device": "cpu", "dtype": "float32"}}},
     # tune: a few steps on the tiny model (family tinytune: base only, its twin is not used downstream);
     # trivia rows 10-15 of the tiny nq_open table stay clear of origin's first rows and of the rows
     # test_param_change_reruns_only_that_stage_and_dependents keeps.

@@ -156,11 +156,12 @@ def _stage_workspace(root, tiny_model_dir):
                          "split": "train" if n % 2 else "test", "representative": index == 0})
     (root / "data/samples/tiny").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), root / "data/samples/tiny/toy.parquet")
-    params = {"base": {"dtype": "float32", "threads": 1},
+    params = {"base": {"threads": 1},
+              "compute": {"families": {}, "device": "cpu", "dtype": "float32"},
               "extract": {"runs": {"tiny-instruct-toy": {"family": "tiny", "role": "instruct", "dataset": "toy"}},
                           "readout": "mean", "region_variant": "with_prompt", "span_rule": "content",
                           "annotation_file": "", "batch_size": 2, "row_group_examples": 2,
-                          "cett_dtype": "float32", "device_map": None}}
+                          "cett_dtype": "float32"}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return fingerprint
 

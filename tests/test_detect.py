@@ -370,7 +370,8 @@ def _workspace(tmp_path: Path, datasets: list[str]) -> Path:
         (project / "fixtures" / f"{kind}.jsonl").write_text((FIXTURES / f"{kind}.jsonl").read_text(encoding="utf-8"),
                                                             encoding="utf-8")
     params = {
-        "base": {"seed": 4, "threads": 1, "dtype": "float32", "cache_dir": str(tmp_path / "hcache")},
+        "base": {"seed": 4, "threads": 1, "cache_dir": str(tmp_path / "hcache")},
+        "compute": {"families": {}, "device": "cpu", "dtype": "float32"},
         "sample": {"prompt": "{question} Respond with the answer only, without any explanation."},
         "probe": {"dataset": "triviaqa", "labelling": "3-vs-1", "baseline_C": 1.0, "n_random_seeds": 5},
         "detect": {"families": {"tiny": {}}, "datasets": datasets,

@@ -197,7 +197,8 @@ def _write_stage_workspace(root: Path, questions: list[dict], temperature: float
     write_json(model_dir / "fingerprint.json", {"fingerprint": "tiny-test"})
     write_parquet(root / "data/prepared/triviaqa.parquet", pa.Table.from_pylist(questions, schema=schema_for("triviaqa")))
     params = {
-        "base": {"seed": 11, "threads": 1, "dtype": "float32", "cache_dir": ".cache/hneurons"},
+        "base": {"seed": 11, "threads": 1, "cache_dir": ".cache/hneurons"},
+        "compute": {"families": {}, "device": "cpu", "dtype": "float32"},
         "sample": {"families": {"tiny": {}}, "dataset": "triviaqa", "n_questions": None,
                    "prompt": "{question} Respond with the answer only, without any explanation.",
                    "n_samples": 3, "temperature": temperature, "top_k": 50, "top_p": 0.9, "max_new_tokens": 5,

@@ -391,7 +391,8 @@ def _project(tmp_path: Path, tiny_model_dir: Path, positive: bool = True, **over
                   pa.table({"example_id": ids, "split": ["train"] * 4 + ["validation"] * 2 + ["test"] * 6}))
     greedy = {"temperature": 0, "max_new_tokens": 5}
     params = {
-        "base": {"seed": 4, "threads": 1, "dtype": "float32", "cache_dir": str(tmp_path / "hcache")},
+        "base": {"seed": 4, "threads": 1, "cache_dir": str(tmp_path / "hcache")},
+        "compute": {"families": {}, "device": "cpu", "dtype": "float32"},
         "probe": {"dataset": "triviaqa"},
         "sample": {"prompt": "{question} Respond with the answer only, without any explanation."},
         "intervene": {"families": {"tiny": {}}, "benchmarks": ["falseqa", "faitheval_style", "sycophancy", "jailbreak"],

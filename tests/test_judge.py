@@ -124,6 +124,21 @@ def test_llm_judge_unreachable_endpoint_is_one_line_error():
         judge.check()
 
 
+def test_llm_judge_401_names_the_key_variable_and_whether_it_is_set(monkeypatch):
+    monkeypatch.delenv("HNEURONS_TEST_UNSET_KEY", raising=False)
+    monkeypatch.setenv("HNEURONS_TEST_SET_KEY", "sk-wrong")
+    with FakeEndpoint(lambda prompt: "t", status=401) as endpoint:
+        unset = LLMJudge(endpoint.url, "m", api_key_env="HNEURONS_TEST_UNSET_KEY", where="sample.judge")
+        with pytest.raises(HNeuronsError) as info:
+            unset.check()
+        assert str(info.value).startswith("sample.judge.api_key_env: HTTP 401 from ")
+        assert str(info.value).endswith("the key ($HNEURONS_TEST_UNSET_KEY, which is not set) was refused")
+        wrong = LLMJudge(endpoint.url, "m", api_key_env="HNEURONS_TEST_SET_KEY", where="sample.judge")
+        with pytest.raises(HNeuronsError, match=r"the key \(\$HNEURONS_TEST_SET_KEY\) was refused$"):
+            wrong.check()
+        assert "sk-wrong" not in str(info.value) and len(endpoint.seen) == 2
+
+
 def test_llm_judge_requires_endpoint_and_model():
     with pytest.raises(HNeuronsError, match="sample.judge.base_url"):
         LLMJudge("", "m", where="sample.judge")

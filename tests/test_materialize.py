@@ -293,3 +293,11 @@ def test_chat_template_option_needs_the_end_of_turn_token(tiny_model_dir, tmp_pa
         materialize({"kind": "path", "path": str(tiny_model_dir), "chat_template": "gemma"}, tmp_path / "o",
                     tmp_path / "c", where="models.x.source")
     assert not (tmp_path / "o").exists()
+
+
+def test_unreadable_gguf_is_a_one_line_error_and_nothing_written(tmp_path):
+    junk = tmp_path / "model.gguf"
+    junk.write_bytes(b"GGUF" + bytes(range(256)) * 4)    # magic, then no valid header
+    with pytest.raises(HNeuronsError, match=r"^models.x.source: .*model.gguf is not a readable GGUF file \(") as info:
+        materialize({"kind": "path", "path": str(junk)}, tmp_path / "out", tmp_path / "cache", where="models.x.source")
+    assert "\n" not in str(info.value) and not (tmp_path / "out").exists()

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from hneurons.errors import HNeuronsError
-from hneurons.models import SUPPORTED_ARCHITECTURES, ffn_blocks, ffn_shape, flat_to_layer_neuron
+from hneurons.models import SUPPORTED_ARCHITECTURES, ffn_blocks, ffn_shape, flat_to_layer_neuron, load_causal_lm
 from tiny import ARCHITECTURES, make_model
 
 
@@ -75,3 +75,28 @@ def test_flat_index_maps_to_layer_and_neuron():
     assert layer.tolist() == [0, 0, 1, 1]
     assert neuron.tolist() == [0, 47, 0, 47]
     assert "llama" in SUPPORTED_ARCHITECTURES and "gpt2" in SUPPORTED_ARCHITECTURES
+
+
+def test_compute_device_is_checked_and_reaches_the_loader(tmp_path):
+    import torch
+
+    from hneurons.models import check_device
+    from stages._common import compute_settings
+    from tiny import save_tiny_model
+
+    params = {"compute": {"families": {"big": {"device": "auto", "dtype": "bfloat16"}}, "device": "cpu",
+                          "dtype": "float32"}}
+    assert compute_settings(params, "big") == ("auto", "bfloat16")
+    assert compute_settings(params, "small") == ("cpu", "float32")
+    with pytest.raises(HNeuronsError, match=r"compute.families.big.devise: not an overridable key"):
+        compute_settings({"compute": {**params["compute"], "families": {"big": {"devise": "cpu"}}}}, "big")
+    for bad, message in (("gpu", "expected cpu, cuda, cuda:N, mps or auto"), ("cuda:7", "CUDA device")):
+        if bad.startswith("cuda") and torch.cuda.device_count() > 7:
+            continue
+        with pytest.raises(HNeuronsError, match=message):
+            check_device(bad)
+    path = save_tiny_model(tmp_path / "tiny")
+    cpu, _ = load_causal_lm(path, "float32", "cpu")
+    auto, _ = load_causal_lm(path, "bfloat16", "auto")          # device_map="auto": the CPU on this machine
+    assert next(cpu.parameters()).device.type == "cpu" and next(cpu.parameters()).dtype == torch.float32
+    assert next(auto.parameters()).dtype == torch.bfloat16 and next(auto.parameters()).device.type == "cpu"

@@ -314,10 +314,11 @@ def _origin_project(tmp_path: Path, instruct_d_ffn: int = 48) -> Path:
     _prepared_tables(project / "data/prepared")
     _instruct_side(project, 2 * 48, 48)
     params = {
-        "base": {"seed": 4, "threads": 1, "dtype": "float32", "cache_dir": str(tmp_path / "hcache")},
+        "base": {"seed": 4, "threads": 1, "cache_dir": str(tmp_path / "hcache")},
+        "compute": {"families": {}, "device": "cpu", "dtype": "float32"},
         "probe": {"dataset": "triviaqa", "labelling": "3-vs-1", "baseline_C": 1.0, "n_random_seeds": 5},
         "origin": {"families": {"tiny": {}, "lonely": {}}, "datasets": ["triviaqa", "nq_open", "bioasq"],
-                   "n_questions": {"triviaqa": 16, "nq_open": 10, "bioasq": 16},
+                   "n_questions": {"triviaqa": 12, "nq_open": 10, "bioasq": 16},
                    "decoding": {"temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 10},
                    "batch_size": 8, "extract_batch_size": 4, "max_per_class": None, "n_boot": 50,
                    "n_random_sets": 10},

@@ -71,4 +71,4 @@ def test_check_command_and_a_stage_stop_on_a_typo_with_exit_2(tmp_path):
         assert done.stderr.strip().splitlines() == [
             "error: params.yaml: sample.temprature: unknown key (did you mean sample.temperature?)"]
     good = _run(["-m", "stages.params_schema", str(ROOT / "params.yaml")], tmp_path)
-    assert good.returncode == 0 and "ok (11 sections)" in good.stdout
+    assert good.returncode == 0 and f"ok ({len(_params())} sections)" in good.stdout

@@ -23,7 +23,8 @@ from pipeline_utils import git, make_repo, pipeline_env, set_param, tiny_params
 PREPARED = ("triviaqa", "nq_open", "bioasq", "nonexist", "falseqa", "sycophancy", "jailbreak", "faitheval_style")
 STAGES = {f"prepare@{name}" for name in PREPARED} | {
     "model@tiny-instruct", "model@tiny-base", "model@tinytune-base", "tune@tinytune", "sample@tiny",
-    "extract@tiny-instruct-triviaqa", "probe@tiny", "origin@tiny", "detect@tiny", "intervene@tiny", "report"}
+    "extract@tiny-instruct-triviaqa", "probe@tiny", "origin@tiny", "detect@tiny", "intervene@tiny", "check_rows",
+    "report"}
 
 
 def sh(repo, *args, check: bool = True) -> subprocess.CompletedProcess:
@@ -74,6 +75,17 @@ def test_first_repro_runs_every_stage(pipeline):
     assert (repo / "models/llm/tiny/instruct/fingerprint.json").is_file()
     assert (repo / "data/activations/tiny/instruct/triviaqa.parquet").is_file()
     assert json.loads((repo / "reports/probe/tiny/metrics.json").read_text())["chosen_C"] in (1, 10, 100)
+
+
+def test_every_model_stage_records_its_device_and_dtype(pipeline):
+    repo, _, _ = pipeline
+    metrics = {"sample": "reports/sample/tiny/metrics.json", "extract": "reports/extract/tiny/instruct/triviaqa.json",
+               "probe": "reports/probe/tiny/metrics.json", "detect": "reports/detect/tiny/metrics.json",
+               "intervene": "reports/intervene/tiny/metrics.json", "origin": "reports/origin/tiny.json",
+               "tune": "reports/tune/tinytune/metrics.json"}
+    for stage, path in metrics.items():
+        machine = json.loads((repo / path).read_text())["machine"]
+        assert (machine["device"], machine["dtype"], machine["threads"]) == ("cpu", "float32", 1), stage
 
 
 def test_detect_writes_table1_and_judge_agreement(pipeline):
@@ -153,8 +165,9 @@ def test_param_change_reruns_only_that_stage_and_dependents(pipeline):
     repo, dvc, _ = pipeline
     set_param(repo, "datasets.nq_open.rows", [0, 15])
     ran = _ran(dvc.reproduce())
-    # origin, detect and tune read nq_open; the report reads origin's and detect's reports
-    assert ran == {"prepare@nq_open", "origin@tiny", "detect@tiny", "tune@tinytune", "report"}, sorted(ran)
+    # origin, detect, tune and check_rows read nq_open; the report reads their reports
+    assert ran == {"prepare@nq_open", "origin@tiny", "detect@tiny", "tune@tinytune", "check_rows", "report"}, \
+        sorted(ran)
     assert pq.read_metadata(repo / "data/prepared/nq_open.parquet").num_rows == 15
 
 

@@ -360,10 +360,14 @@ def test_stage_writes_declared_outputs_byte_identically(tmp_path):
 
 
 def test_stage_bad_families_param_is_one_line(tmp_path):
-    repo = stage_repo(tmp_path, "smollm2")
+    repo = stage_repo(tmp_path, "smollm2")                # a string: the params schema stops it
     result = run_stage(repo)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: report.families='smollm2': expected a list of family names"
+    assert result.stderr.strip() == "error: params.yaml: report.families: expected list, got 'smollm2'"
+    repo = stage_repo(tmp_path / "twice", ["fam", "fam"])  # the right type, a stage-level rule
+    result = run_stage(repo)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: report.families=['fam', 'fam']: a family is listed twice"
 
 
 def test_length_confound_note_fires_only_when_length_matches_the_probe():

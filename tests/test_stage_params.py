@@ -37,3 +37,25 @@ def test_unlisted_family_and_bad_overrides_are_one_line_errors():
     scalar = {**PARAMS, "sample": {**PARAMS["sample"], "families": {"big": 5}}}
     with pytest.raises(HNeuronsError, match=r"^sample.families.big: expected a mapping of keys to override"):
         family_params(scalar, "sample", "big")
+
+
+def test_an_os_error_on_a_file_is_one_line_and_exit_2(capsys, monkeypatch):
+    import errno
+    import sys
+
+    from stages._common import run
+
+    def main(argv):
+        raise PermissionError(errno.EACCES, "Permission denied", "reports/probe/x/metrics.json")
+
+    monkeypatch.setattr(sys, "argv", ["stage"])
+    with pytest.raises(SystemExit) as info:
+        run(main)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "error: reports/probe/x/metrics.json: Permission denied\n"
+
+    def no_file(argv):
+        raise OSError("no filename: a real bug keeps its traceback")
+
+    with pytest.raises(OSError, match="no filename"):
+        run(no_file)

@@ -339,7 +339,8 @@ def _stage_project(tmp_path: Path) -> Path:
     tokenizer.save_pretrained(source)
     materialize({"kind": "path", "path": str(source)}, project / "models/llm/tiny/base", tmp_path / "cache")
     params = {
-        "base": {"seed": 1, "threads": 1, "dtype": "float32"},
+        "base": {"seed": 1, "threads": 1},
+        "compute": {"families": {}, "device": "cpu", "dtype": "float32"},
         "tune": {"families": {"tiny": {"steps": 4}}, "trivia": {"dataset": "nq_open", "rows": [30, 40]},
                  "premise": {"dataset": "falseqa"}, "harmful": "data/raw/advbench.csv",
                  "eval_datasets": ["nq_open", "falseqa", "nonexist"],

@@ -1,0 +1,174 @@
+"""check_rows: the questions the stages take from the prepared tables are disjoint where they must be
+(hneurons/overlap.py: roles, id spaces and which uses may share questions).
+
+Reads params and ``data/prepared/<name>.parquet``. Uses, named ``<stage>@<family>/<part>``:
+
+- ``prepare@<name>``: every table of ``datasets`` (table; ``datasets.<name>.rows``);
+- ``sample@F/<sample.dataset>``: its first ``sample.n_questions`` answered rows (train);
+- ``tune@F/trivia``: prepared rows ``tune.trivia.rows`` of ``tune.trivia.dataset``; ``tune@F/premise``:
+  FalseQA train rows with label 1 of ``tune.premise.dataset`` (train);
+- ``origin@F/<dataset>``: the first ``origin.n_questions`` answered rows of each of ``origin.datasets`` (eval);
+- ``detect@F/<dataset>``: the first ``detect.n_questions.<dataset>`` eligible rows; NQ-Open without a
+  count stops below ``tune.trivia.rows[0]`` as the detect stage does (eval);
+- ``intervene@F/<benchmark>``: the item pool of each of ``intervene.benchmarks`` (eval).
+
+F runs over each section's ``families`` with that family's overrides. Not checked (they need
+``data/samples`` and drop the probe's train/validation questions by construction): origin's and
+detect's rows of ``probe.dataset`` and intervene's capability check; they are listed under ``not_checked``.
+
+Writes ``reports/check_rows.json``: per use its dataset, role, params key and number of questions,
+``not_checked`` (use -> reason) and ``"overlaps": []``. On an overlap: one line naming both uses,
+exit status 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hneurons import overlap
+from hneurons.errors import HNeuronsError
+from hneurons.io import read_table, write_json
+from hneurons.overlap import Use
+from stages._common import family_params, load_params, param, run, setup_runtime
+
+log = logging.getLogger("check_rows")
+PREPARED = Path("data/prepared")
+REPORT = Path("reports/check_rows.json")
+NEEDS_SAMPLES = "drops the probe's train/validation questions (data/samples): disjoint by construction"
+
+
+class Tables:
+    """Prepared tables by name, each read once (rows as dicts)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, list[dict]] = {}
+
+    def __call__(self, name: str) -> list[dict]:
+        if name not in self._rows:
+            path = PREPARED / f"{name}.parquet"
+            if not path.is_file():
+                raise HNeuronsError(f"{path}: not found; run prepare@{name}")
+            self._rows[name] = read_table(path).to_pylist()
+        return self._rows[name]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def families(params: dict[str, Any], section: str) -> list[str]:
+    """The families listed under ``<section>.families`` (none when empty)."""
+    return list(param(params, f"{section}.families", None) or {})
+
+
+def source_key(params: dict[str, Any], section: str, family: str, key: str) -> str:
+    """``<section>.families.<family>.<key>`` when that family overrides ``key``, else ``<section>.<key>``."""
+    node: Any = ((params.get(section) or {}).get("families") or {}).get(family) or {}
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return f"{section}.{key}"
+        node = node[part]
+    return f"{section}.families.{family}.{key}"
+
+
+def table_uses(params: dict[str, Any], rows: Tables) -> list[Use]:
+    uses = []
+    for name, config in param(params, "datasets").items():
+        key = f"datasets.{name}.rows" if "rows" in (config or {}) else f"datasets.{name}"
+        uses.append(Use(f"prepare@{name}", name, key, "table", tuple(r["example_id"] for r in rows(name))))
+    return uses
+
+
+def sample_uses(params: dict[str, Any], rows: Tables) -> list[Use]:
+    uses = []
+    for family in families(params, "sample"):
+        p = family_params(params, "sample", family)
+        name, key = param(p, "sample.dataset"), source_key(params, "sample", family, "n_questions")
+        ids = overlap.first_ids(rows(name), param(p, "sample.n_questions", None), key)
+        uses.append(Use(f"sample@{family}/{name}", name, key, "train", ids))
+    return uses
+
+
+def tune_uses(params: dict[str, Any], rows: Tables) -> list[Use]:
+    uses = []
+    for family in families(params, "tune"):
+        p = family_params(params, "tune", family)
+        trivia, key = param(p, "tune.trivia.dataset"), source_key(params, "tune", family, "trivia.rows")
+        uses.append(Use(f"tune@{family}/trivia", trivia, key, "train",
+                        overlap.row_ids(rows(trivia), param(p, "tune.trivia.rows"), key)))
+        premise = param(p, "tune.premise.dataset")
+        uses.append(Use(f"tune@{family}/premise", premise, source_key(params, "tune", family, "premise.dataset"),
+                        "train", overlap.premise_ids(rows(premise))))
+    return uses
+
+
+def origin_uses(params: dict[str, Any], rows: Tables, not_checked: dict[str, str]) -> list[Use]:
+    uses = []
+    for family in families(params, "origin"):
+        p = family_params(params, "origin", family)
+        counts = param(p, "origin.n_questions")
+        for name in param(p, "origin.datasets"):
+            if name == param(p, "probe.dataset"):
+                not_checked[f"origin@{family}/{name}"] = NEEDS_SAMPLES
+                continue
+            if isinstance(counts, dict) and name not in counts:
+                raise HNeuronsError(f"{source_key(params, 'origin', family, 'n_questions')}: no count for {name}")
+            key = source_key(params, "origin", family, f"n_questions.{name}" if isinstance(counts, dict)
+                             else "n_questions")
+            n = counts[name] if isinstance(counts, dict) else counts
+            uses.append(Use(f"origin@{family}/{name}", name, key, "eval", overlap.first_ids(rows(name), n, key)))
+    return uses
+
+
+def detect_uses(params: dict[str, Any], rows: Tables, not_checked: dict[str, str]) -> list[Use]:
+    uses = []
+    for family in families(params, "detect"):
+        p = family_params(params, "detect", family)
+        counts = param(p, "detect.n_questions") or {}
+        for name in param(p, "detect.datasets"):
+            if name == param(p, "probe.dataset"):
+                not_checked[f"detect@{family}/{name}"] = NEEDS_SAMPLES
+                continue
+            key = source_key(params, "detect", family, f"n_questions.{name}")
+            n = overlap.detect_count(name, counts.get(name), param(p, "tune.trivia", None))
+            if n is not None and counts.get(name) is None:
+                key += ", tune.trivia.rows"
+            ids = overlap.first_ids(rows(name), n, key, need_answers=name != "nonexist")
+            uses.append(Use(f"detect@{family}/{name}", name, key, "eval", ids))
+    return uses
+
+
+def intervene_uses(params: dict[str, Any], rows: Tables, not_checked: dict[str, str]) -> list[Use]:
+    uses = []
+    for family in families(params, "intervene"):
+        p = family_params(params, "intervene", family)
+        key, categories = source_key(params, "intervene", family, "benchmarks"), param(
+            p, "intervene.sycophancy_categories")
+        for bench in param(p, "intervene.benchmarks"):
+            uses.append(Use(f"intervene@{family}/{bench}", bench, key, "eval",
+                            overlap.intervene_ids(bench, rows(bench), categories)))
+        not_checked[f"intervene@{family}/triviaqa"] = f"capability check {NEEDS_SAMPLES}"
+    return uses
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        raise HNeuronsError("usage: python -m stages.check_rows")
+    params = load_params()
+    setup_runtime(params)
+    rows, not_checked = Tables(), {}
+    uses = (table_uses(params, rows) + sample_uses(params, rows) + tune_uses(params, rows)
+            + origin_uses(params, rows, not_checked) + detect_uses(params, rows, not_checked)
+            + intervene_uses(params, rows, not_checked))
+    formats = {name: (config or {}).get("format", name) for name, config in param(params, "datasets").items()}
+    overlap.check_disjoint(uses, formats)
+    report = {"uses": {u.name: {"dataset": u.dataset, "role": u.role, "key": u.key, "n_questions": len(u.ids)}
+                       for u in uses},
+              "not_checked": dict(sorted(not_checked.items())), "overlaps": []}
+    write_json(REPORT, report)
+    log.info("%d uses of %d prepared tables: no overlap -> %s", len(uses), len(rows), REPORT)
+
+
+if __name__ == "__main__":
+    run(main)
