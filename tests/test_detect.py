@@ -478,3 +478,17 @@ def test_judge_until_full_stops_once_both_classes_hold_the_target_and_is_a_prefi
     assert len(never) == 40
     with pytest.raises(HNeuronsError, match="chunk_size"):
         detect.judge_until_full(questions, run_chunk, 0, 3)
+
+
+def test_a_probe_without_h_neurons_stops_detect_with_one_line(tmp_path):
+    from hneurons.probe import load_probe, save_probe
+
+    project = _workspace(tmp_path, ["triviaqa"])
+    probe, metadata = load_probe(project / "models/probe/tiny")
+    probe.coef_ = -np.abs(probe.coef_)
+    save_probe(probe, project / "models/probe/tiny", metadata)
+    result = _run(project)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: models/probe/tiny: the probe has no positive weights (no H-Neurons to test); widen probe.C_grid")
+    assert not (project / "reports/detect").exists()

@@ -411,3 +411,29 @@ def test_question_counts_are_one_number_or_one_per_dataset():
     params["origin"]["n_questions"] = {"triviaqa": 9, "bioasq": 0}
     with pytest.raises(HNeuronsError, match=r"^origin.n_questions.bioasq=0: expected an integer >= 1$"):
         read_config(params)
+
+
+def _drop_positive_weights(directory: Path) -> None:
+    from hneurons.probe import load_probe, save_probe
+
+    probe, metadata = load_probe(directory)
+    probe.coef_ = -np.abs(probe.coef_)
+    assert probe.positive_.size == 0
+    save_probe(probe, directory, metadata)
+
+
+def _tree(project: Path, *roots: str) -> dict[str, bytes]:
+    return {str(p.relative_to(project)): p.read_bytes() for root in roots for p in (project / root).rglob("*")
+            if p.is_file()}
+
+
+def test_a_probe_without_h_neurons_stops_origin_with_one_line_and_keeps_its_outputs(tmp_path):
+    project = _origin_project(tmp_path)
+    assert _run_origin(project, "tiny").returncode == 0
+    before = _tree(project, "data/origin", "reports/origin")
+    _drop_positive_weights(project / "models/probe/tiny")
+    result = _run_origin(project, "tiny")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: models/probe/tiny: the probe has no positive weights (no H-Neurons to analyse); widen probe.C_grid")
+    assert _tree(project, "data/origin", "reports/origin") == before      # nothing rewritten, no temp siblings
