@@ -9,8 +9,8 @@ Checks, on ``--n`` examples (the samples file's representative rows, or ``--synt
    ``hneurons.cett.extract_activations``): Pearson r over all entries, median and max relative difference
    over entries above 1e-3 x the largest, and the H-Neuron overlap: L1 probes (``--C``) fitted on the answer
    rows of each, Jaccard of their positive neurons.
-2. ``device_map="auto"`` extraction (float32, the loader the extract stage uses for models larger than one
-   GPU) against the single-device float32 result: max absolute difference.
+2. ``device_map="auto"`` extraction (float32; ``compute.device: auto``, the setting for models larger than
+   one GPU) against the single-device float32 result: max absolute difference.
 3. Generation throughput (generated tokens/s, greedy, ``--max-new-tokens``) of each backend present:
    ``transformers`` (``hneurons.generate.generate``) always, ``vllm`` when it imports (GPU hosts).
 Prints one line per check, writes JSON to ``--out``, exits 1 when r < 0.99 or the device_map result differs
@@ -161,8 +161,7 @@ def main(argv=None) -> int:
     result["cett_float32_cpu_seconds"] = round(time.perf_counter() - started, 3)
     del reference_model
 
-    model, _ = load_causal_lm(args.model, "bfloat16")
-    model.to(device)
+    model, _ = load_causal_lm(args.model, "bfloat16", device)
     started = time.perf_counter()
     bf16, _ = cett_matrix(model, examples, args.batch_size, pad_id)
     result["cett_bfloat16_seconds"] = round(time.perf_counter() - started, 3)
@@ -174,7 +173,7 @@ def main(argv=None) -> int:
                                                                     args.batch_size)}
     del model
 
-    auto_model, _ = load_causal_lm(args.model, "float32", device_map="auto")
+    auto_model, _ = load_causal_lm(args.model, "float32", "auto")
     auto, _ = cett_matrix(auto_model, examples, args.batch_size, pad_id)
     del auto_model
     result["device_map_auto_max_abs_diff"] = float(np.abs(auto - reference).max())

@@ -221,18 +221,26 @@ def test_moving_tune_rows_moves_detect_limit(tmp_path):
     assert uses["detect@smollm2/nq_open"]["n_questions"] == 12 and uses["tune@gemma270m/trivia"]["n_questions"] == 10
 
 
-def _real_prepared() -> Path | None:
-    """The committed layout's prepared tables: $HNEURONS_PREPARED_DIR, else this checkout's data/prepared."""
+def _real_prepared(tmp_path: Path) -> Path:
+    """The committed layout's prepared tables: $HNEURONS_PREPARED_DIR, else this checkout's data/prepared,
+    else prepared here from data/raw by the prepare stage (a clean clone has no DVC outputs)."""
     for candidate in (os.environ.get("HNEURONS_PREPARED_DIR"), ROOT / "data/prepared"):
         if candidate and all((Path(candidate) / f"{name}.parquet").is_file() for name in PREPARED):
             return Path(candidate)
-    return None
+    work = tmp_path / "prepare"
+    (work / "data").mkdir(parents=True)
+    (work / "data/raw").symlink_to(ROOT / "data/raw")
+    (work / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in PREPARED:
+        done = subprocess.run([sys.executable, "-m", "stages.prepare", name], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    return work / "data/prepared"
 
 
 def test_committed_params_pass_on_the_real_prepared_tables(tmp_path):
-    source = _real_prepared()
-    if source is None:
-        pytest.skip("no prepared tables (run dvc repro prepare, or set HNEURONS_PREPARED_DIR)")
+    source = _real_prepared(tmp_path)
     (tmp_path / "data/prepared").mkdir(parents=True)
     for name in PREPARED:
         (tmp_path / f"data/prepared/{name}.parquet").symlink_to(source / f"{name}.parquet")

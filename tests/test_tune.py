@@ -410,8 +410,8 @@ def test_tune_stage_errors_are_one_line(tmp_path):
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     result = _run_stage(project)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == ("error: tune.families.tiny.stpes: not an overridable key of "
-                                                      "this section")
+    assert result.stderr.strip().splitlines()[-1] == ("error: params.yaml: tune.families.tiny.stpes: unknown key "
+                                                      "(did you mean tune.families.tiny.steps?)")
     params["tune"]["families"]["tiny"] = {"n_check": {"trivia": 2, "premise": 2, "refusal": 2, "abstain": 2,
                                                       "jokes": 2}}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
