@@ -346,14 +346,18 @@ def materialize(spec: dict[str, Any], out_dir: str | Path, cache_dir: str | Path
 
     The fingerprint (also written to ``out_dir/fingerprint.json``) holds the source,
     weight/tokenizer/chat-template hashes, architecture, n_layers, d_ffn and
-    ``reload_max_abs_logit_diff`` (saved vs in-memory model on a fixed prompt).
+    ``reload_max_abs_logit_diff`` (saved vs in-memory model on a fixed prompt). The
+    in-memory model is released before the saved copy is reloaded, so peak memory
+    is one model plus what loading it takes.
     """
     spec = validate_spec(spec, where)
     cache_dir = Path(cache_dir)
     model, tokenizer, is_gguf, file_sha256 = _load_source(spec, cache_dir, where)
     ffn_shape(model)  # unsupported architectures stop here, before anything is written
     apply_chat_template_option(model, tokenizer, spec.get("chat_template"), where)
-    return save_model_dir(model, tokenizer, out_dir, spec, spec.get("dtype", "float32"), is_gguf, where,
+    holder = [model]
+    del model
+    return _save_verified(holder, tokenizer, out_dir, spec, spec.get("dtype", "float32"), is_gguf, where,
                           extra={"source_file_sha256": file_sha256} if file_sha256 else None)
 
 
@@ -365,12 +369,25 @@ def save_model_dir(model, tokenizer, out_dir: str | Path, source: dict[str, Any]
     reloaded and must reproduce the in-memory logits on a fixed prompt within
     RELOAD_TOLERANCE. ``source`` (JSON-able, no absolute paths) is recorded as is, and so are the
     ``extra`` fields (e.g. ``source_file_sha256``: the GGUF file the weights were read from).
+    The caller keeps ``model``, so the reload runs beside it.
     """
+    return _save_verified([model], tokenizer, out_dir, source, dtype, is_gguf, where, extra)
+
+
+def _save_verified(holder: list, tokenizer, out_dir: str | Path, source: dict[str, Any], dtype: str,
+                   is_gguf: bool, where: str, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`save_model_dir` for the model in ``holder`` (a one-item list), which is emptied once the
+    model is written: the reload then holds the only copy unless the caller keeps another reference."""
+    import gc
+
+    model = holder.pop()
     model.eval()
     n_layers, d_ffn = ffn_shape(model)
     reference = _probe_logits(model, tokenizer)
     with atomic_path(out_dir) as tmp:
         _save(model, tokenizer, tmp, is_gguf)
+        del model
+        gc.collect()
         reloaded, reloaded_tokenizer = load_causal_lm(tmp, dtype)
         diff = float((_probe_logits(reloaded, reloaded_tokenizer) - reference).abs().max())
         del reloaded

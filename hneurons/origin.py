@@ -32,12 +32,13 @@ of an unchanged probe on base-model features with a bootstrap CI.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from scipy.stats import rankdata, ttest_ind
 
+from hneurons.checkpoint import Checkpoint
 from hneurons.errors import HNeuronsError
 from hneurons.models import ffn_blocks
 from hneurons.stats import auroc, bootstrap_ci, empirical_p, mean_sd
@@ -54,12 +55,27 @@ def model_signature(model) -> dict[str, Any]:
             "d_model": int(blocks[0].down_weight().shape[0])}
 
 
+def _weight_names(model) -> dict[int, str]:
+    """id(module) -> the qualified name of its ``weight`` parameter."""
+    return {id(module): f"{name}.weight" for name, module in model.named_modules()}
+
+
+def checkpoint_signature(base, checkpoint: Checkpoint) -> dict[str, Any]:
+    """:func:`model_signature` of a stored model, read against ``base``'s module tree (headers only)."""
+    blocks, names = ffn_blocks(base), _weight_names(base)
+    down, conv1d = checkpoint.shape(names[id(blocks[0].down)]), blocks[0].conv1d
+    return {"model_type": checkpoint.model_type, "n_layers": checkpoint.n_layers,
+            "d_ffn": int(down[0] if conv1d else down[1]), "d_model": int(down[1] if conv1d else down[0])}
+
+
 def check_pair(base, instruct, base_name: str, instruct_name: str) -> dict[str, Any]:
     """Raise a one-line HNeuronsError naming both models unless their FFN layouts match.
 
-    Returns the shared signature (model_type, n_layers, d_ffn, d_model).
+    ``instruct``: a loaded model or a :class:`Checkpoint`. Returns the shared
+    signature (model_type, n_layers, d_ffn, d_model).
     """
-    a, b = model_signature(base), model_signature(instruct)
+    a = model_signature(base)
+    b = checkpoint_signature(base, instruct) if isinstance(instruct, Checkpoint) else model_signature(instruct)
     if a != b:
         diff = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k])
         raise HNeuronsError(f"base model {base_name} and instruct model {instruct_name} differ in "
@@ -70,20 +86,41 @@ def check_pair(base, instruct, base_name: str, instruct_name: str) -> dict[str, 
 # ------------------------------------------------------------------ weight drift
 
 def _one_minus_cos(a: torch.Tensor, b: torch.Tensor, dim: int) -> np.ndarray:
-    a, b = a.detach().double(), b.detach().double()
+    a, b = a.detach().double(), b.detach().to(a.device).double()
     cos = (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim)).clamp_min(1e-300)
     return (1.0 - cos).cpu().numpy()
+
+
+def _stored_ffn_weights(base, checkpoint: Checkpoint) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(W_up float[d_ffn, d_model], W_down float[d_model, d_ffn]) of each stored layer, in ``base``'s dtype,
+    read one layer at a time."""
+    names = _weight_names(base)
+    for block in ffn_blocks(base):
+        pair = []
+        for module in (block.up, block.down):
+            weight = checkpoint.tensor(names[id(module)])
+            if tuple(weight.shape) != tuple(module.weight.shape):
+                raise HNeuronsError(f"{checkpoint.path}: {names[id(module)]} has shape {tuple(weight.shape)}, "
+                                    f"the base model's {tuple(module.weight.shape)}; origin needs a matched pair")
+            weight = weight.to(module.weight.dtype)
+            pair.append(weight.t() if block.conv1d else weight)
+        yield pair[0], pair[1]
 
 
 def neuron_drift(base, instruct) -> tuple[np.ndarray, np.ndarray]:
     """Per-neuron ``1 - cos`` of up rows and down columns: (drift_up, drift_down), float64[n_layers * d_ffn].
 
-    The two models must have the same FFN layout (see :func:`check_pair`).
+    ``instruct``: a loaded model or a :class:`Checkpoint` (read one layer at a time,
+    so only ``base`` is held in memory). The FFN layouts must match (see :func:`check_pair`).
     """
+    if isinstance(instruct, Checkpoint):
+        pairs = _stored_ffn_weights(base, instruct)
+    else:
+        pairs = ((block.up_weight(), block.down_weight()) for block in ffn_blocks(instruct))
     ups, downs = [], []
-    for block_b, block_i in zip(ffn_blocks(base), ffn_blocks(instruct), strict=True):
-        ups.append(_one_minus_cos(block_b.up_weight(), block_i.up_weight(), dim=1))
-        downs.append(_one_minus_cos(block_b.down_weight(), block_i.down_weight(), dim=0))
+    for block_b, (up, down) in zip(ffn_blocks(base), pairs, strict=True):
+        ups.append(_one_minus_cos(block_b.up_weight(), up, dim=1))
+        downs.append(_one_minus_cos(block_b.down_weight(), down, dim=0))
     return np.concatenate(ups), np.concatenate(downs)
 
 

@@ -236,6 +236,7 @@ def main(argv: list[str]) -> None:
         return
     setup_torch(params)
     from hneurons.activations import activation_metadata
+    from hneurons.checkpoint import Checkpoint
     from hneurons.materialize import read_fingerprint
     from hneurons.models import load_causal_lm
     from hneurons.probe import load_probe
@@ -246,7 +247,7 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError(f"{acts}: not found (run the extract stage for family {family!r})")
     meta = activation_metadata(acts)
     base, tokenizer = load_causal_lm(base_dir, cfg["dtype"], cfg["device"])
-    instruct, _ = load_causal_lm(instruct_dir, cfg["dtype"], cfg["device"])
+    instruct = Checkpoint(instruct_dir)  # read one layer at a time: only the base model is held
     shape = origin.check_pair(base, instruct, str(base_dir), str(instruct_dir))
     n_features, d_ffn = shape["n_layers"] * shape["d_ffn"], shape["d_ffn"]
     if probe.n_features_in_ != n_features:
@@ -260,7 +261,6 @@ def main(argv: list[str]) -> None:
                                "base_fingerprint": read_fingerprint(base_dir)["fingerprint"],
                                "instruct_fingerprint": read_fingerprint(instruct_dir)["fingerprint"]}
     table = origin.DriftTable.from_models(base, instruct)
-    del instruct
     with atomic_path(data_dir) as data_tmp, atomic_path(report_dir) as report_tmp:
         analyse(metrics, table, family, cfg, probe, h, d_ffn, base, tokenizer, acts, meta, data_tmp, report_tmp)
     metrics["machine"] = machine_facts(base, cfg["dtype"])

@@ -437,3 +437,53 @@ def test_a_probe_without_h_neurons_stops_origin_with_one_line_and_keeps_its_outp
     assert result.stderr.strip().splitlines()[-1] == (
         "error: models/probe/tiny: the probe has no positive weights (no H-Neurons to analyse); widen probe.C_grid")
     assert _tree(project, "data/origin", "reports/origin") == before      # nothing rewritten, no temp siblings
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
+def test_drift_against_a_stored_checkpoint_equals_the_in_memory_drift(tmp_path, arch):
+    from hneurons.checkpoint import Checkpoint
+
+    base = make_model(arch, seed=0)
+    inst = perturbed_copy(base, 0.1, seed=1) if arch != "gpt2" else copy.deepcopy(base)
+    if arch == "gpt2":
+        with torch.no_grad():
+            for block in ffn_blocks(inst):
+                block.up.weight.add_(0.1 * torch.randn(block.up.weight.shape, generator=torch.Generator().manual_seed(1)))
+    inst.save_pretrained(tmp_path / "inst")
+    stored = Checkpoint(tmp_path / "inst")
+    assert origin.check_pair(base, stored, "b", "i") == origin.check_pair(base, inst, "b", "i")
+    up, down = origin.neuron_drift(base, stored)
+    ref_up, ref_down = origin.neuron_drift(base, inst)
+    np.testing.assert_array_equal(up, ref_up)
+    np.testing.assert_array_equal(down, ref_down)
+    assert up.max() > 1e-4
+
+
+def test_a_stored_checkpoint_of_another_shape_is_a_one_line_error(tmp_path):
+    from hneurons.checkpoint import Checkpoint
+
+    make_model("llama", d_ffn=64).save_pretrained(tmp_path / "wide")
+    llama = make_model("llama")
+    with pytest.raises(HNeuronsError, match=r"differ in architecture or FFN shape \(d_ffn 48 vs 64\)"):
+        origin.check_pair(llama, Checkpoint(tmp_path / "wide"), "b", "i")
+    with pytest.raises(HNeuronsError, match=r"wide: model\.layers\.0\.mlp\.up_proj\.weight has shape \(64, 32\)"):
+        origin.neuron_drift(llama, Checkpoint(tmp_path / "wide"))
+    make_model("gemma3_text").save_pretrained(tmp_path / "gemma")
+    with pytest.raises(HNeuronsError, match=r"model_type llama vs gemma3_text"):
+        origin.check_pair(llama, Checkpoint(tmp_path / "gemma"), "b", "i")
+
+
+def test_checkpoint_names_resolve_through_a_different_decoder_prefix(tmp_path):
+    from safetensors.torch import save_file
+
+    from hneurons.checkpoint import Checkpoint
+
+    (tmp_path / "config.json").write_text('{"model_type": "gemma3", "text_config": {"num_hidden_layers": 2}}')
+    weight = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    save_file({"language_model.model.layers.1.mlp.up_proj.weight": weight}, str(tmp_path / "model.safetensors"))
+    stored = Checkpoint(tmp_path)
+    assert stored.n_layers == 2
+    assert stored.shape("model.language_model.layers.1.mlp.up_proj.weight") == (2, 3)
+    torch.testing.assert_close(stored.tensor("model.language_model.layers.1.mlp.up_proj.weight"), weight)
+    with pytest.raises(HNeuronsError, match=r"no tensor for parameter 'model.layers.0.mlp.up_proj.weight'"):
+        stored.tensor("model.layers.0.mlp.up_proj.weight")
