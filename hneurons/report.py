@@ -1113,7 +1113,7 @@ def deviations_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
                        f"**{r['status']}**" if r["status"].startswith("differs") else r["status"]] for r in rows])
     return (f"{n} of {len(rows)} compared settings differ from the paper (generated from the params this run "
             f"used; 'paper unstated' = the paper leaves it open and the paper column is the suggested reading; "
-            f"the reasons for each choice are in params.yaml's comments).\n\n{table}")
+            f"the reasons for each choice are in docs/params.md).\n\n{table}")
 
 
 def sources_markdown(read: Mapping[str, Mapping[str, Any]]) -> str:
