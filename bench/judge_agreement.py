@@ -11,7 +11,7 @@ Prints (and writes to bench/out/judge_agreement.json):
   hneurons.judge_eval.split_half(seed);
 - TriviaQA: agreement of the old and today's RuleJudge with the SystemicVoid substring-rule labels
   (35,000 Gemma-3-4B responses; a regression reference, not ground truth);
-- the detect fixtures (tests/fixtures/detect): agreement with the hand labels per dataset and per class
+- the detect fixtures (data/labels/detect): agreement with the hand labels per dataset and per class
   (recall and precision of faithful / hallucinated), on the dev half (read while writing the judges'
   rules) and the report half (the headline), split by hneurons.judge_eval.split_fixture(seed).
 """
@@ -84,7 +84,7 @@ def main(argv=None) -> None:
         print(f"  {judge.name:16s} {brief(result)}")
     print("Detect fixtures vs hand labels (recall / precision per class), per half")
     for kind in ("qa", "nonexist"):
-        halves = split_fixture(read_fixture(ROOT / f"tests/fixtures/detect/{kind}.jsonl"), args.seed)
+        halves = split_fixture(read_fixture(ROOT / f"data/labels/detect/{kind}.jsonl"), args.seed)
         out["fixtures"][kind] = {}
         for half in ("dev", "report"):
             result = judge_agreement(halves[half])

@@ -17,7 +17,7 @@ FaithEval. Every rule judge returns a :class:`Verdict` whose ``compliant`` is
 None when the response could not be parsed; rates are reported over parsed
 responses and over all (a parse failure then counts as not compliant).
 The judging rules are documented on each judge and validated against
-hand-labelled real SmolLM2 responses in tests/fixtures/intervene/.
+hand-labelled real SmolLM2 responses in data/labels/intervene/.
 """
 
 from __future__ import annotations

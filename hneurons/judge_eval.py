@@ -4,7 +4,7 @@
   only half looked at while writing judge rules) and a ``report`` half (the
   headline figures).
 - :func:`fixture_key`, :func:`split_fixture`: the same split of hand-labelled fixture
-  records (tests/fixtures/detect), by question.
+  records (data/labels/detect), by question.
 - :func:`cohen_kappa`, :func:`agreement`: agreement of two boolean label vectors.
 - :func:`bioasq_reference_agreement`: a judge against the GPT-4o verdicts on one
   Gemma-3-4B answer per BioASQ 13b factoid question (SystemicVoid/H-Neurons).

@@ -9,7 +9,7 @@ exclude) and ``data/prepared/<dataset>.parquet``. Writes
 
 - ``reports/detect/<family>/metrics.json``: per dataset n per class, dropped by reason, span drops,
   H-Neuron accuracy/AUROC with bootstrap 95% CIs, random neurons (mean +/- sd), length-only
-  probes; the judges' agreement with the hand-labelled fixtures (``detect.judge_fixtures``);
+  probes; the judges' agreement with the hand labels (``detect.judge_labels``);
 - ``reports/detect/<family>/table1.csv`` and ``table1.png`` (paper Table 1 shape, ``detect.table_metric``);
 - ``data/detect/<family>/responses.parquet``: every response, its judgement and selection.
 
@@ -84,7 +84,7 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
            "decoding": settings,
            "batch_size": p("batch_size"), "extract_batch_size": p("extract_batch_size"),
            "max_per_class": p("max_per_class"), "n_boot": p("n_boot"), "table_metric": p("table_metric"),
-           "judge_fixtures": p("judge_fixtures"), "judge_reference": p("judge_reference"), "prompt": param(params, "sample.prompt"),
+           "judge_labels": p("judge_labels"), "judge_reference": p("judge_reference"), "prompt": param(params, "sample.prompt"),
            "probe_dataset": param(params, "probe.dataset"), "labelling": param(params, "probe.labelling"),
            "baseline_C": param(params, "probe.baseline_C"), "n_random_seeds": param(params, "probe.n_random_seeds"),
            "seed": int(param(params, "base.seed")),
@@ -196,7 +196,7 @@ def dataset_result(model, tokenizer, probe, frame: pd.DataFrame, name: str, meta
 
 
 def judge_checks(directory: Any, reference: Any) -> dict[str, Any]:
-    """The judges against labels written outside this code: the hand-labelled fixtures (``qa.jsonl``,
+    """The judges against labels written outside this code: the hand labels (``qa.jsonl``,
     ``nonexist.jsonl`` in ``directory``) and, for BioASQ, GPT-4o verdicts (``reference``, report half)."""
     from hneurons.detect import judge_agreement, read_fixture
     from hneurons.judge import BioRuleJudge
@@ -237,7 +237,7 @@ def main(argv: list[str]) -> None:
     from hneurons.models import load_causal_lm
     from hneurons.probe import load_probe
 
-    agreement = judge_checks(cfg["judge_fixtures"], cfg["judge_reference"])
+    agreement = judge_checks(cfg["judge_labels"], cfg["judge_reference"])
     model_dir = Path(f"models/llm/{family}/instruct")
     probe, _ = load_probe(Path(f"models/probe/{family}"))
     if probe.positive_.size == 0:

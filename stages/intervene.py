@@ -3,8 +3,8 @@
 Reads models/llm/<family>/instruct, the probe models/probe/<family>/ (H-Neurons =
 positive weights), data/prepared/{falseqa,faitheval_style,sycophancy,jailbreak,
 triviaqa}.parquet, data/samples/<family>/<probe.dataset>.parquet (which TriviaQA
-questions the probe trained/validated on) and the judge fixtures
-tests/fixtures/intervene/*.jsonl. Writes
+questions the probe trained/validated on) and the hand labels
+data/labels/intervene/*.jsonl. Writes
 
 - data/intervene/<family>/generations.parquet: every generation (written before
   judging, so a judge failure loses nothing; batches are also cached in
@@ -34,7 +34,7 @@ from stages._common import (compute_settings, derived_seed, device_tag, family_p
 
 log = logging.getLogger("intervene")
 SECTION = "intervene"
-FIXTURES = Path("tests/fixtures/intervene")
+FIXTURES = Path("data/labels/intervene")
 SCREENABLE = ("sycophancy", "triviaqa")  # item pools that can be screened for known answers at alpha 1
 
 
@@ -245,7 +245,7 @@ def mean_slopes(per_bench: dict[str, Any], benchmarks: list[str]) -> dict[str, A
 
 
 def fixture_agreement(benchmarks: list[str]) -> dict[str, Any]:
-    """Rule-judge agreement with the hand labels of tests/fixtures/intervene/<benchmark>.jsonl."""
+    """Rule-judge agreement with the hand labels of data/labels/intervene/<benchmark>.jsonl."""
     from hneurons.compliance import fixture_agreement as agreement
 
     out = {}

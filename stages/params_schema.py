@@ -98,7 +98,7 @@ SCHEMA: dict[str, Any] = {
     "detect": {"families": FAMILIES, "datasets": LIST, "n_questions": NAMED(INT_OR_NULL),
                "min_per_class": NAMED(INT_OR_NULL), "decoding": NAMED(DECODING), "batch_size": INT,
                "extract_batch_size": INT, "max_per_class": INT_OR_NULL, "n_boot": INT, "table_metric": STR,
-               "judge_fixtures": STR, "judge_reference": STR},
+               "judge_labels": STR, "judge_reference": STR},
     "intervene": {"families": FAMILIES, "benchmarks": LIST, "alphas": LIST, "random_alphas": LIST,
                   "n_random_sets": INT, "positions": STR, "n_items": NAMED(INT_OR_NULL), "screen": LIST,
                   "decoding": {"falseqa": DECODING, "faitheval_style": DECODING, "jailbreak": DECODING,

@@ -19,7 +19,7 @@ from hneurons.errors import HNeuronsError
 from tiny import make_model, make_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests/fixtures/detect"
+FIXTURES = ROOT / "data/labels/detect"
 # Agreement of the judges with the hand labels that the fixtures must keep (stated in the fixture README), per
 # half of hneurons.judge_eval.split_fixture: "dev" (read while writing the judges' rules) and "report" (not read).
 # Overall per file, and per dataset the faithful class's precision / recall and the hallucinated class's recall.
@@ -53,7 +53,7 @@ def test_abstentions_are_faithful_on_nonexist(text):
     assert detect.judge_nonexist(text) == detect.Verdict(detect.FAITHFUL, "abstention")
 
 
-@pytest.mark.parametrize("text", [  # real SmolLM2 replies (tests/fixtures/detect/nonexist.jsonl), all hand-labelled 1
+@pytest.mark.parametrize("text", [  # real SmolLM2 replies (data/labels/detect/nonexist.jsonl), all hand-labelled 1
     "The most common side effect of the medicine vegacadine ecoram is increased blood clotting. However, the exact "
     "mechanism is still unknown.",                                       # claim first, hedge later
     "No, I'm sorry for any confusion. The disease caused by the bacterium Clufumonas nigra is Toxoplasma gondii.",
@@ -67,7 +67,7 @@ def test_claims_with_apologies_or_later_hedges_are_answers_on_nonexist(text):
     assert detect.judge_nonexist(text).label == detect.HALLUCINATED
 
 
-@pytest.mark.parametrize("text", [  # real SmolLM2 replies (tests/fixtures/detect/nonexist.jsonl, dev half), hand label -1
+@pytest.mark.parametrize("text", [  # real SmolLM2 replies (data/labels/detect/nonexist.jsonl, dev half), hand label -1
     "I'm sorry for any confusion, but as a chatbot designed to assist, I don't have the ability to provide recipes or "
     "instructions without using a chatbot",
     "I'm sorry for the misunderstanding, but as a digital AI, I'm designed to be helpful and non-intrusive, so I don't "
@@ -141,7 +141,7 @@ def test_qa_judge_uses_the_alias_rule_and_drops_refusals():
 
 
 def test_qa_replies_that_only_copy_the_question_are_dropped():
-    # real SmolLM2 replies (tests/fixtures/detect/qa.jsonl)
+    # real SmolLM2 replies (data/labels/detect/qa.jsonl)
     assert detect.judge_qa("In which country was Emilio Estevez born?", "In which country was Emilio Estevez born?",
                            ["USA"]) == detect.Verdict(detect.DROPPED, "repeats_question")
     q = "Which RNA polymerase transcribes enhancer RNAs?"
@@ -380,7 +380,7 @@ def _workspace(tmp_path: Path, datasets: list[str]) -> Path:
                    "decoding": {d: {"temperature": 1.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 8}
                                 for d in ("triviaqa", "nq_open", "bioasq", "nonexist")},
                    "batch_size": 8, "extract_batch_size": 4, "max_per_class": None, "n_boot": 50,
-                   "table_metric": "accuracy", "judge_fixtures": "fixtures",
+                   "table_metric": "accuracy", "judge_labels": "fixtures",
                    "judge_reference": str(ROOT / "data/raw/bioasq/systemicvoid_bioasq13b_factoid_samples.jsonl")},
     }
     (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")

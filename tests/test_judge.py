@@ -351,7 +351,7 @@ def test_fixture_split_is_by_question_and_stable():
     from hneurons.detect import read_fixture
     from hneurons.judge_eval import fixture_key, split_fixture, split_half
 
-    records = [r for kind in ("qa", "nonexist") for r in read_fixture(ROOT / f"tests/fixtures/detect/{kind}.jsonl")]
+    records = [r for kind in ("qa", "nonexist") for r in read_fixture(ROOT / f"data/labels/detect/{kind}.jsonl")]
     halves = split_fixture(records)
     assert len(halves["dev"]) + len(halves["report"]) == len(records)
     assert split_fixture(list(reversed(records)))["dev"] == list(reversed(halves["dev"]))  # fixed per record
