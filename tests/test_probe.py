@@ -306,7 +306,7 @@ def write_stage_inputs(root, model_dir, n_questions=90, seed=0):
     X = rng.lognormal(np.log(0.02), 0.4, (2 * n_questions, N_LAYERS * D_FFN)).astype(np.float32)
     hallucinated_answer = ((frame["region"] == "answer") & (frame["label"] == 1)).to_numpy()
     X[np.ix_(hallucinated_answer, PLANTED)] *= 3.0
-    acts = root / "data/activations/tiny/instruct/triviaqa.parquet"
+    acts = root / "data/activations/tiny/instruct/triviaqa/tiny-instruct-triviaqa"
     write_activations(acts, [(frame.iloc[i:i + 40], X[i:i + 40]) for i in range(0, len(frame), 40)],
                       N_LAYERS, D_FFN, metadata={"fingerprint": "synthetic"})
 
@@ -420,7 +420,7 @@ def test_saved_probe_reproduces_the_reported_test_accuracy(stage_run):
     root, _ = stage_run
     loaded, meta = load_probe(root / "models/probe/tiny")
     assert meta["d_ffn"] == D_FFN
-    frame, X = read_activations(root / "data/activations/tiny/instruct/triviaqa.parquet",
+    frame, X = read_activations(root / "data/activations/tiny/instruct/triviaqa",
                                 {"split": "test", "region": "answer"})
     metrics = json.loads((root / "reports/probe/tiny/metrics.json").read_text())
     assert accuracy(frame["label"].to_numpy(), loaded.predict_proba(X)[:, 1]) == metrics["test"]["probe"]["accuracy"]
