@@ -436,7 +436,8 @@ class RowMatrix:
     """float32[n_rows, n_cols] kept in a raw row-major file (stored float16 or float32), read in row blocks.
 
     Indexing returns float32 numpy arrays: ``M[a:b]`` (rows a..b-1), ``M[:, cols]``
-    (int[k] columns of every row, gathered in row blocks of ~64 MiB) and
+    (int[k] columns of every row, gathered in row blocks of ~64 MiB; column-major like
+    numpy's result, so downstream products round the same way) and
     ``np.asarray(M)`` (everything). Memory held between reads: none; nothing is
     memory-mapped, so reads never add the file's pages to the process's RSS.
     """
@@ -475,7 +476,9 @@ class RowMatrix:
             if len(key) != 2 or key[0] != slice(None):
                 raise HNeuronsError("RowMatrix supports M[a:b] and M[:, columns] only")
             cols = np.asarray(key[1])
-            out = np.empty((self.shape[0], cols.size) if cols.ndim == 1 else (self.shape[0],), dtype=np.float32)
+            # column-major, as numpy's X[:, cols] is, so products over it round identically
+            out = np.empty((self.shape[0], cols.size) if cols.ndim == 1 else (self.shape[0],), dtype=np.float32,
+                           order="F")
             for rows in self._row_slices():
                 out[rows] = self._rows(rows.start, rows.stop)[:, cols]
             return out
@@ -536,5 +539,5 @@ class ActivationColumns:
         if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None)):
             raise HNeuronsError("ActivationColumns supports A[:, columns] only")
         _, X = read_activation_columns(self.path, np.asarray(key[1]), self.columns_filter)
-        return X
+        return np.asfortranarray(X)  # the layout of numpy's X[:, cols]
 
