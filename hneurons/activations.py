@@ -17,16 +17,18 @@ cett            fixed_size_list<float32 | float16>[n_layers * d_ffn],
 
 Layout of an activation set (``data/activations/<family>/<role>/<dataset>/``)::
 
-    <dataset>/<shard>/manifest.json        one per shard (one extract stage each)
-    <dataset>/<shard>/part-00000.parquet   one row group, one split each
+    <dataset>/<shard>/manifest.json          one per shard (one extract stage each)
+    <dataset>/<shard>/part-00000-0.parquet   block 0 (an extraction group), its first run of one split
 
 A shard directory holds its parts and ``manifest.json`` (format, n_layers, d_ffn,
 cett_dtype, shard index and count, rows, and per part: file, rows, split, bytes;
-``metadata``: fingerprint, span rule, readout, counts, ...). Readers take the set
-directory (or one shard directory) and concatenate the shards in shard order, parts
-in manifest order. Part numbers are global (the extraction's row-group index), so
-a set split into N shards holds the same part files as one shard. A filter on
-``split`` skips the other splits' parts without opening them.
+``metadata``: fingerprint, span rule, readout, counts, ...). Each written block
+becomes one part per run of equal split (one row group each), so every part holds
+one split and rows keep their order. Readers take the set directory (or one shard
+directory) and concatenate the shards in shard order, parts in manifest order. Part
+names carry the global block number, so a set split into N shards holds the same
+part files as one shard. A filter on ``split`` skips the other splits' parts
+without opening them.
 
 On disk ``cett`` uses BYTE_STREAM_SPLIT + zstd, no dictionary and page checksums.
 Measured on SmolLM2-135M CETT (46,080 features, bench/bench_extract.py): float32
@@ -69,7 +71,7 @@ META_FIELDS = [("example_id", pa.string()), ("dataset", pa.string()), ("label", 
                ("response_tokens", pa.int32())]
 META_NAMES = [name for name, _ in META_FIELDS]
 CETT_COLUMN = "cett"
-_PART = "part-{:05d}.parquet"
+_PART = "part-{:05d}-{}.parquet"
 _BLOCK_BYTES = 64 << 20
 
 
@@ -100,8 +102,8 @@ def activation_schema(n_features: int, cett_dtype: str = "float32",
 class ActivationWriter:
     """Stream (frame, cett) blocks into one shard directory: a part file per block and split, then the manifest.
 
-    A block whose rows hold several splits becomes one part per run of equal
-    split (row order kept). Parts are numbered from ``first_part``. The directory
+    Each block becomes one part per run of equal split (row order kept), named
+    by its block number (counted from ``first_block``) and run. The directory
     is written to a temporary sibling and renamed on a clean exit; on an exception
     nothing is left at ``path``. ``expected_rows`` (if given) must equal the rows
     written. ``shard``/``shards``: this directory's index and the set's shard count.
@@ -109,7 +111,7 @@ class ActivationWriter:
 
     def __init__(self, path: str | os.PathLike, n_layers: int, d_ffn: int, cett_dtype: str = "float32",
                  metadata: Mapping[str, Any] | None = None, expected_rows: int | None = None,
-                 shard: int = 0, shards: int = 1, first_part: int = 0):
+                 shard: int = 0, shards: int = 1, first_block: int = 0):
         if not (isinstance(shards, int) and isinstance(shard, int) and 0 <= shard < shards):
             raise HNeuronsError(f"{path}: shard {shard!r} of {shards!r}: expected 0 <= shard < shards")
         self.path = Path(path)
@@ -123,7 +125,7 @@ class ActivationWriter:
                                                                       "cett_dtype": cett_dtype})
         self.rows_written = 0
         self.parts: list[dict[str, Any]] = []
-        self._next_part = int(first_part)
+        self._block = int(first_block)
         self._atomic = None
         self._tmp: Path | None = None
 
@@ -142,18 +144,18 @@ class ActivationWriter:
             return
         split = frame["split"].astype(str).to_numpy()
         bounds = np.flatnonzero(split[1:] != split[:-1]) + 1
-        for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(split)]):
-            self._write_part(frame.iloc[start:stop], cett[start:stop], str(split[start]))
+        for run, (start, stop) in enumerate(zip(np.r_[0, bounds], np.r_[bounds, len(split)])):
+            self._write_part(_PART.format(self._block, run), frame.iloc[start:stop], cett[start:stop],
+                             str(split[start]))
+        self._block += 1
 
-    def _write_part(self, frame: pd.DataFrame, cett: np.ndarray, split: str) -> None:
-        name = _PART.format(self._next_part)
+    def _write_part(self, name: str, frame: pd.DataFrame, cett: np.ndarray, split: str) -> None:
         target = self._tmp / name
         pq.write_table(self._table(frame, cett), target, row_group_size=len(frame), compression="zstd",
                        use_dictionary=["dataset", "region", "split"],
                        use_byte_stream_split=[f"{CETT_COLUMN}.list.element"], write_statistics=META_NAMES,
                        store_schema=True, write_page_checksum=True)
         self.parts.append({"file": name, "rows": len(frame), "split": split, "bytes": target.stat().st_size})
-        self._next_part += 1
         self.rows_written += len(frame)
 
     def _table(self, frame: pd.DataFrame, cett: np.ndarray) -> pa.Table:
@@ -182,10 +184,10 @@ class ActivationWriter:
 
 def write_activations(path: str | os.PathLike, blocks, n_layers: int, d_ffn: int, cett_dtype: str = "float32",
                       metadata: Mapping[str, Any] | None = None, expected_rows: int | None = None,
-                      shard: int = 0, shards: int = 1, first_part: int = 0) -> int:
+                      shard: int = 0, shards: int = 1, first_block: int = 0) -> int:
     """Write an iterable of (frame, cett) blocks as one shard directory, atomically; returns the rows written."""
     with ActivationWriter(path, n_layers, d_ffn, cett_dtype, metadata, expected_rows, shard, shards,
-                          first_part) as writer:
+                          first_block) as writer:
         for frame, cett in blocks:
             writer.write(frame, cett)
     return writer.rows_written

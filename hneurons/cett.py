@@ -256,32 +256,19 @@ def plan_counts(plan: RowPlan) -> dict:
     }
 
 
-SPLIT_ORDER = ("train", "validation", "test", "")
-
-
-def sort_by_split(examples: Sequence[SpanExample]) -> list[SpanExample]:
-    """Examples stably sorted by split (SPLIT_ORDER, then any other split by name); order within a split kept."""
-    rank = {split: i for i, split in enumerate(SPLIT_ORDER)}
-    return sorted(examples, key=lambda e: (rank.get(e.split, len(SPLIT_ORDER)), "" if e.split in rank else e.split))
-
-
 def plan_groups(plan: RowPlan, group_examples: int) -> list[range]:
-    """Example ranges of at most ``group_examples`` consecutive examples of one split each (one row group,
-    one part file, one unit of work: batches form inside a group)."""
+    """Consecutive example ranges of ``group_examples`` (the last may be shorter): the units of work
+    (batches form inside a group; one row group per split it holds) and of sharding."""
     if group_examples < 1:
         raise HNeuronsError(f"group_examples={group_examples}: must be >= 1")
-    groups, start = [], 0
-    splits = [e.split for e in plan.examples]
-    for stop in range(1, len(splits) + 1):
-        if stop == len(splits) or stop - start == group_examples or splits[stop] != splits[start]:
-            groups.append(range(start, stop))
-            start = stop
-    return groups
+    n = len(plan.examples)
+    return [range(first, min(first + group_examples, n)) for first in range(0, n, group_examples)]
 
 
 def shard_groups(groups: Sequence[range], shard: int, shards: int) -> tuple[int, list[range]]:
     """Shard ``shard`` of ``shards``: (index of its first group, its contiguous run of groups). Groups are dealt
-    in contiguous runs of near-equal example counts, so concatenating the shards in order gives ``groups``."""
+    in contiguous runs of near-equal example counts, so concatenating the shards in order gives ``groups`` and
+    every batch is formed as without shards."""
     if not (0 <= shard < shards):
         raise HNeuronsError(f"shard {shard} of {shards}: expected 0 <= shard < shards")
     cut = np.concatenate([[0], np.cumsum([len(g) for g in groups])])  # examples before group i

@@ -4,11 +4,10 @@ A run (``extract.runs.<run>``) names a family, a role (whose model does the
 teacher-forced pass), a dataset and optionally ``shard``/``shards`` (this run's
 index among the runs that split the same family/role/dataset; default 0 of 1).
 Reads ``data/samples/<family>/<dataset>.parquet`` rows with ``representative``
-and ``label >= 0``, aligns answer spans, sorts the examples by split (train,
-validation, test, ""; order within a split kept), cuts them into row groups of
-``extract.row_group_examples`` examples of one split and takes this shard's
-contiguous run of groups. Writes one row per (example, region) as part files
-with a manifest (hneurons.activations) into the run's shard directory, and
+and ``label >= 0``, aligns answer spans, cuts the examples (in sample order) into
+groups of ``extract.row_group_examples`` and takes this shard's contiguous run of
+groups. Writes one row per (example, region) as part files (one per group and
+split) with a manifest (hneurons.activations) into the run's shard directory, and
 ``reports/extract/<family>/<role>/<dataset>/<run>.json`` (counts per
 class/region/split over all shards, dropped examples by reason, this shard's rows).
 Batches form inside a group, so N shards hold exactly the rows and floats of one.
@@ -129,7 +128,7 @@ def main(argv: list[str]) -> None:
     started = time.perf_counter()
     examples, dropped = spans.align_answer_spans(records, tokenizer, opts["span_rule"], annotations=annotations)
     check_classes(examples, where, dropped)
-    plan = cett.plan_rows(cett.sort_by_split(examples), opts["region_variant"])
+    plan = cett.plan_rows(examples, opts["region_variant"])
     counts = cett.plan_counts(plan)
     first_group, groups = cett.shard_groups(cett.plan_groups(plan, opts["row_group_examples"]), shard, shards)
     shard_examples = sum(len(g) for g in groups)
@@ -155,13 +154,13 @@ def main(argv: list[str]) -> None:
                                       pad_id=tokenizer.pad_token_id or 0)
     n_rows = activations.write_activations(out, blocks, n_layers, d_ffn, cett_dtype, metadata,
                                            expected_rows=shard_rows, shard=shard, shards=shards,
-                                           first_part=first_group)
+                                           first_block=first_group)
     report = {key: metadata[key] for key in ("span_rule", "readout", "region_variant", "n_input", "dropped")}
     report.update(counts)
     report["n_dropped"] = len(records) - len(examples)
     report["cett_dtype"] = cett_dtype
     report["shard"] = {"index": shard, "of": shards, "n_examples": shard_examples, "n_rows": n_rows,
-                       "n_parts": len(groups)}
+                       "n_parts": len(list(out.glob("part-*.parquet")))}
     size = sum(p.stat().st_size for p in out.iterdir())
     report["bytes_per_example"] = round(size / max(shard_examples, 1), 1)
     report["machine"] = machine_facts(model, dtype)

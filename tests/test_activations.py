@@ -70,14 +70,15 @@ def test_round_trip_is_lossless(tmp_path):
         pd.testing.assert_frame_equal(frame, expected.astype(frame.dtypes.to_dict()))
     assert frame["label"].dtype == np.int8
     manifest = json.loads((path / "manifest.json").read_text())
-    # blocks of mixed splits become one part per run of equal split, numbered in order
-    assert [p["file"] for p in manifest["parts"]][:2] == ["part-00000.parquet", "part-00001.parquet"]
+    # a block of mixed splits becomes one part per run of equal split, named by block and run
+    assert [p["file"] for p in manifest["parts"]][:3] == ["part-00000-0.parquet", "part-00000-1.parquet",
+                                                          "part-00000-2.parquet"]
     assert sum(p["rows"] for p in manifest["parts"]) == 14 == manifest["n_rows"]
     for part in manifest["parts"]:
         table = pq.read_table(path / part["file"])
         assert set(table.column("split").to_pylist()) == {part["split"]}
         assert pq.ParquetFile(path / part["file"]).num_row_groups == 1
-    schema = pq.read_schema(path / "part-00000.parquet")
+    schema = pq.read_schema(path / "part-00000-0.parquet")
     assert schema.field("cett").type == pa.list_(pa.field("element", pa.float32(), nullable=False), 24)
 
 
@@ -172,7 +173,7 @@ def test_shards_concatenate_to_the_one_shard_set(tmp_path):
     _write(tmp_path / "one" / "run", blocks)
     cuts = [(0, 2), (2, 3), (3, len(blocks))]
     for shard, (first, stop) in enumerate(cuts):
-        _write(tmp_path / "three" / f"run-{shard}", blocks[first:stop], shard=shard, shards=3, first_part=first)
+        _write(tmp_path / "three" / f"run-{shard}", blocks[first:stop], shard=shard, shards=3, first_block=first)
     one_frame, one_X = read_activations(tmp_path / "one")
     frame, X = read_activations(tmp_path / "three")
     assert frame.equals(one_frame)
@@ -198,7 +199,7 @@ def test_shards_concatenate_to_the_one_shard_set(tmp_path):
     import shutil
 
     shutil.rmtree(tmp_path / "three" / "stale")
-    _write(tmp_path / "three" / "run-1b", blocks[2:3], shard=1, shards=3, first_part=2)
+    _write(tmp_path / "three" / "run-1b", blocks[2:3], shard=1, shards=3, first_block=2)
     with pytest.raises(HNeuronsError, match="shard 1 of 3 twice"):
         read_activations(tmp_path / "three")
 
@@ -239,17 +240,17 @@ def test_bad_blocks_missing_and_corrupt_parts(tmp_path):
 
     path = tmp_path / "set" / "run"
     _write(path, _blocks())
-    part = path / "part-00001.parquet"
+    part = path / "part-00001-0.parquet"
     data = part.read_bytes()
     part.unlink()
-    with pytest.raises(HNeuronsError, match=r"^\S*part-00001.parquet: part file missing"):
+    with pytest.raises(HNeuronsError, match=r"^\S*part-00001-0.parquet: part file missing"):
         read_activations(tmp_path / "set")
     part.write_bytes(data[:-10])
-    with pytest.raises(HNeuronsError, match="part-00001.parquet: .* bytes.*truncated"):
+    with pytest.raises(HNeuronsError, match="part-00001-0.parquet: .* bytes.*truncated"):
         read_activations(tmp_path / "set")
     middle = len(data) // 2  # a flipped byte inside the cett pages: caught by the page checksums
     part.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
-    with pytest.raises(HNeuronsError, match=r"part-00001.parquet: (corrupt part|unreadable)") as error:
+    with pytest.raises(HNeuronsError, match=r"part-00001-0.parquet: (corrupt part|unreadable)") as error:
         read_activations(tmp_path / "set")
     assert "\n" not in str(error.value)
     (path / "manifest.json").write_text("{}")
@@ -313,11 +314,13 @@ def test_extract_stage_end_to_end(workspace):
     extract.main(["tiny-instruct-toy"])
     out = root / "data/activations/tiny/instruct/toy"
     frame, X = read_activations(out)
-    # sorted by split (train, then test), sample order kept within a split
-    assert frame.example_id.tolist() == ["q1", "q1", "q3", "q3", "q0", "q0", "q2", "q2"]
-    assert frame.split.tolist() == ["train"] * 4 + ["test"] * 4
+    assert frame.example_id.tolist() == ["q0", "q0", "q1", "q1", "q2", "q2", "q3", "q3"]
+    assert frame.split.tolist() == ["test", "test", "train", "train"] * 2
     assert frame.region.tolist() == ["answer", "other"] * 4
-    assert frame.label.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
+    assert frame.label.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    train, X_train = read_activations(out, {"split": "train"})
+    assert train.example_id.tolist() == ["q1", "q1", "q3", "q3"]
+    np.testing.assert_array_equal(X_train, X[(frame.split == "train").to_numpy()])
     assert X.shape == (8, fingerprint["n_layers"] * fingerprint["d_ffn"]) and np.isfinite(X).all()
     meta = activation_metadata(out)
     assert meta["model"] == fingerprint and meta["span_rule"] == "content" and meta["n_rows"] == 8
@@ -326,7 +329,7 @@ def test_extract_stage_end_to_end(workspace):
     report = json.loads((root / "reports/extract/tiny/instruct/toy/tiny-instruct-toy.json").read_text())
     assert report["n_input"] == 5 and report["n_dropped"] == 1 and report["n_examples"] == 4
     assert report["rows_by_region_label_split"]["answer/label=1/split=test"] == 1
-    assert report["shard"] == {"index": 0, "of": 1, "n_examples": 4, "n_rows": 8, "n_parts": 2}
+    assert report["shard"] == {"index": 0, "of": 1, "n_examples": 4, "n_rows": 8, "n_parts": 4}  # 2 groups x 2 splits
     shard = out / "tiny-instruct-toy"
     first = {p.name: sha256_file(p) for p in shard.iterdir()}
     extract.main(["tiny-instruct-toy"])
@@ -334,7 +337,8 @@ def test_extract_stage_end_to_end(workspace):
 
 
 def test_three_shards_equal_one(workspace):
-    """1 vs 3 extract stages on the tiny model: identical frames, matrices, part files and probe input."""
+    """1 vs 3 extract stages on the tiny model: identical frames, matrices, part files and probe input
+    (shards cut at group boundaries, so every batch is the one of the 1-shard run)."""
     import shutil
 
     from hneurons.probe import L1Probe, training_labels
@@ -343,7 +347,7 @@ def test_three_shards_equal_one(workspace):
     root, model = workspace
     _stage_workspace(root, model)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["extract"]["row_group_examples"] = 1
+    params["extract"]["row_group_examples"] = 2  # 2 groups of 2 examples (batch_size 2), each of two splits
     params["extract"]["runs"] = {f"toy-{i}": {"family": "tiny", "role": "instruct", "dataset": "toy", "shard": i,
                                               "shards": 3} for i in range(3)}
     params["extract"]["runs"]["one"] = {"family": "tiny", "role": "instruct", "dataset": "toy"}
@@ -359,13 +363,13 @@ def test_three_shards_equal_one(workspace):
     np.testing.assert_array_equal(X_3, X_1)
     assert activation_metadata(out) == activation_metadata(root / "one")
     names = {p.relative_to(p.parent.parent).as_posix() for p in out.rglob("part-*")}
-    assert names == {"toy-0/part-00000.parquet", "toy-1/part-00001.parquet", "toy-1/part-00002.parquet",
-                     "toy-2/part-00003.parquet"}
+    assert names == {"toy-0/part-00000-0.parquet", "toy-0/part-00000-1.parquet", "toy-2/part-00001-0.parquet",
+                     "toy-2/part-00001-1.parquet"}  # shard 1 of 3 is empty (2 groups only)
     for part in out.rglob("part-*"):
         assert sha256_file(part) == sha256_file(root / "one" / "one" / part.name)
     reports = [json.loads((root / f"reports/extract/tiny/instruct/toy/toy-{i}.json").read_text())["shard"]
                for i in range(3)]
-    assert [r["n_examples"] for r in reports] == [1, 2, 1] and sum(r["n_rows"] for r in reports) == 8
+    assert [r["n_examples"] for r in reports] == [2, 0, 2] and sum(r["n_rows"] for r in reports) == 8
     # the probe's input: the training rows read back from disk, and the fit on them
     fits = []
     for where in (root / "one", out):
