@@ -18,13 +18,15 @@ cett            fixed_size_list<float32 | float16>[n_layers * d_ffn],
 Layout of an activation set (``data/activations/<family>/<role>/<dataset>/``)::
 
     <dataset>/<shard>/manifest.json          one per shard (one extract stage each)
-    <dataset>/<shard>/part-00000-0.parquet   block 0 (an extraction group), its first run of one split
+    <dataset>/<shard>/part-00000-0.parquet   block 0 (an extraction group), its first split present
 
 A shard directory holds its parts and ``manifest.json`` (format, n_layers, d_ffn,
 cett_dtype, shard index and count, rows, and per part: file, rows, split, bytes;
 ``metadata``: fingerprint, span rule, readout, counts, ...). Each written block
-becomes one part per run of equal split (one row group each), so every part holds
-one split and rows keep their order. Readers take the set directory (or one shard
+becomes one part (one row group) per split it holds, in SPLIT_ORDER, rows in block
+order: every part holds one split, and the rows of a split keep their relative
+order (the set's row order is block by block, split by split within a block).
+Readers take the set directory (or one shard
 directory) and concatenate the shards in shard order, parts in manifest order. Part
 names carry the global block number, so a set split into N shards holds the same
 part files as one shard. A filter on ``split`` skips the other splits' parts
@@ -70,9 +72,16 @@ META_FIELDS = [("example_id", pa.string()), ("dataset", pa.string()), ("label", 
                ("region", pa.string()), ("split", pa.string()), ("n_tokens", pa.int32()),
                ("response_tokens", pa.int32())]
 META_NAMES = [name for name, _ in META_FIELDS]
+SPLIT_ORDER = ("train", "validation", "test", "")
 CETT_COLUMN = "cett"
 _PART = "part-{:05d}-{}.parquet"
 _BLOCK_BYTES = 64 << 20
+
+
+def split_order(splits) -> list[str]:
+    """Split names in SPLIT_ORDER, then any others by name."""
+    rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
+    return sorted(splits, key=lambda name: (rank.get(name, len(rank)), name))
 
 
 def resolve_cett_dtype(setting: str, n_params: int) -> str:
@@ -102,8 +111,9 @@ def activation_schema(n_features: int, cett_dtype: str = "float32",
 class ActivationWriter:
     """Stream (frame, cett) blocks into one shard directory: a part file per block and split, then the manifest.
 
-    Each block becomes one part per run of equal split (row order kept), named
-    by its block number (counted from ``first_block``) and run. The directory
+    Each block becomes one part per split it holds (SPLIT_ORDER, rows in block
+    order), named by its block number (counted from ``first_block``) and the
+    part's index within the block. The directory
     is written to a temporary sibling and renamed on a clean exit; on an exception
     nothing is left at ``path``. ``expected_rows`` (if given) must equal the rows
     written. ``shard``/``shards``: this directory's index and the set's shard count.
@@ -143,10 +153,11 @@ class ActivationWriter:
         if len(frame) == 0:
             return
         split = frame["split"].astype(str).to_numpy()
-        bounds = np.flatnonzero(split[1:] != split[:-1]) + 1
-        for run, (start, stop) in enumerate(zip(np.r_[0, bounds], np.r_[bounds, len(split)])):
-            self._write_part(_PART.format(self._block, run), frame.iloc[start:stop], cett[start:stop],
-                             str(split[start]))
+        for index, name in enumerate(split_order(set(split.tolist()))):
+            rows = np.flatnonzero(split == name)
+            whole = rows.size == len(split)
+            self._write_part(_PART.format(self._block, index), frame if whole else frame.iloc[rows],
+                             cett if whole else cett[rows], name)
         self._block += 1
 
     def _write_part(self, name: str, frame: pd.DataFrame, cett: np.ndarray, split: str) -> None:

@@ -58,19 +58,32 @@ def _sorted_blocks(n_examples: int = 9, group: int = 2, seed: int = 0):
     return out
 
 
+def _by_split_within_blocks(blocks):
+    """The set's row order: block by block, within a block train, validation, test, "" (stable)."""
+    frames, Xs = [], []
+    for frame, X in blocks:
+        order = np.argsort(frame["split"].map({"train": 0, "validation": 1, "test": 2, "": 3}).to_numpy(),
+                           kind="stable")
+        frames.append(frame.iloc[order])
+        Xs.append(X[order])
+    return pd.concat(frames, ignore_index=True), np.concatenate(Xs)
+
+
 def test_round_trip_is_lossless(tmp_path):
-    blocks = _blocks()
+    blocks = _blocks(seed=1)
+    blocks[0] = (blocks[0][0].assign(split=["test", "test", "", "", "train", "train"]), blocks[0][1])
     path = tmp_path / "set" / "run"
     assert _write(path, blocks) == 14
+    expected, expected_X = _by_split_within_blocks(blocks)
+    assert expected.split[:6].tolist() == ["train", "train", "test", "test", "", ""]
     for where in (path, tmp_path / "set"):  # a shard directory or the set directory
         frame, X = read_activations(where)
-        expected = pd.concat([f for f, _ in blocks], ignore_index=True)
-        np.testing.assert_array_equal(X, np.concatenate([x for _, x in blocks]))
+        np.testing.assert_array_equal(X, expected_X)
         assert X.dtype == np.float32 and X.flags.c_contiguous
         pd.testing.assert_frame_equal(frame, expected.astype(frame.dtypes.to_dict()))
     assert frame["label"].dtype == np.int8
     manifest = json.loads((path / "manifest.json").read_text())
-    # a block of mixed splits becomes one part per run of equal split, named by block and run
+    # a block of mixed splits becomes one part per split, named by block and index
     assert [p["file"] for p in manifest["parts"]][:3] == ["part-00000-0.parquet", "part-00000-1.parquet",
                                                           "part-00000-2.parquet"]
     assert sum(p["rows"] for p in manifest["parts"]) == 14 == manifest["n_rows"]
@@ -314,8 +327,9 @@ def test_extract_stage_end_to_end(workspace):
     extract.main(["tiny-instruct-toy"])
     out = root / "data/activations/tiny/instruct/toy"
     frame, X = read_activations(out)
-    assert frame.example_id.tolist() == ["q0", "q0", "q1", "q1", "q2", "q2", "q3", "q3"]
-    assert frame.split.tolist() == ["test", "test", "train", "train"] * 2
+    # groups of 2 in sample order (q0 q1, q2 q3), each written train part first
+    assert frame.example_id.tolist() == ["q1", "q1", "q0", "q0", "q3", "q3", "q2", "q2"]
+    assert frame.split.tolist() == ["train", "train", "test", "test"] * 2
     assert frame.region.tolist() == ["answer", "other"] * 4
     assert frame.label.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     train, X_train = read_activations(out, {"split": "train"})
