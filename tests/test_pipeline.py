@@ -79,7 +79,8 @@ def test_first_repro_runs_every_stage(pipeline):
 
 def test_every_model_stage_records_its_device_and_dtype(pipeline):
     repo, _, _ = pipeline
-    metrics = {"sample": "reports/sample/tiny/metrics.json", "extract": "reports/extract/tiny/instruct/triviaqa/tiny-instruct-triviaqa.json",
+    metrics = {"sample": "reports/sample/tiny/metrics.json",
+               "extract": "reports/extract/tiny/instruct/triviaqa/tiny-instruct-triviaqa.json",
                "probe": "reports/probe/tiny/metrics.json", "detect": "reports/detect/tiny/metrics.json",
                "intervene": "reports/intervene/tiny/metrics.json", "origin": "reports/origin/tiny.json",
                "tune": "reports/tune/tinytune/metrics.json"}
