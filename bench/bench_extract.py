@@ -179,14 +179,14 @@ def memory(args) -> dict:
     plan, dropped = plan_for(args, model, tokenizer, args.n)
     counts = plan_counts(plan)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        path = Path(tmp) / "a.parquet"
+        path = Path(tmp) / "a"
         started = time.perf_counter()
         blocks = extract_activations(model, plan, dataset="bench", readout=args.readout, batch_size=args.batch_size,
                                      group_examples=args.group, progress=False)
         write_activations(path, blocks, *_shape(model), args.dtype, {"bench": True}, counts["n_rows"])
         elapsed = time.perf_counter() - started
         peak_extract = rss_mb()
-        size = path.stat().st_size
+        size = sum(p.stat().st_size for p in path.iterdir())
         read_start = time.perf_counter()
         _, X = read_activations(path, {"region": "answer"})
         read_s = time.perf_counter() - read_start

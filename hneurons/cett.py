@@ -256,28 +256,49 @@ def plan_counts(plan: RowPlan) -> dict:
     }
 
 
+def plan_groups(plan: RowPlan, group_examples: int) -> list[range]:
+    """Consecutive example ranges of ``group_examples`` (the last may be shorter): the units of work
+    (batches form inside a group; one row group per split it holds) and of sharding."""
+    if group_examples < 1:
+        raise HNeuronsError(f"group_examples={group_examples}: must be >= 1")
+    n = len(plan.examples)
+    return [range(first, min(first + group_examples, n)) for first in range(0, n, group_examples)]
+
+
+def shard_groups(groups: Sequence[range], shard: int, shards: int) -> tuple[int, list[range]]:
+    """Shard ``shard`` of ``shards``: (index of its first group, its contiguous run of groups). Groups are dealt
+    in contiguous runs of near-equal example counts, so concatenating the shards in order gives ``groups`` and
+    every batch is formed as without shards."""
+    if not (0 <= shard < shards):
+        raise HNeuronsError(f"shard {shard} of {shards}: expected 0 <= shard < shards")
+    cut = np.concatenate([[0], np.cumsum([len(g) for g in groups])])  # examples before group i
+    bounds = [int(np.argmin(np.abs(cut - cut[-1] * k / shards))) for k in range(shards + 1)]
+    return bounds[shard], list(groups[bounds[shard]:bounds[shard + 1]])
+
+
 def extract_activations(model: nn.Module, plan: RowPlan, *, dataset: str, readout: str = "mean",
                         batch_size: int = 8, group_examples: int = 32, pad_id: int = 0,
-                        eps: float = EPS, progress: bool = True) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
-    """Yield (frame, cett) per group of ``group_examples`` examples, rows in plan order.
+                        eps: float = EPS, progress: bool = True,
+                        groups: Sequence[range] | None = None) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """Yield (frame, cett) per group of examples, rows in plan order.
 
-    frame: META_COLUMNS, one row per (example, non-empty region), answer row
-    first; cett: float32[n_rows, n_layers * d_ffn], row-aligned with frame.
-    Memory holds one group's rows at a time.
+    Groups: ``groups`` (example ranges of the plan) or :func:`plan_groups` with
+    ``group_examples``. frame: META_COLUMNS, one row per (example, non-empty
+    region), answer row first; cett: float32[n_rows, n_layers * d_ffn],
+    row-aligned with frame. Memory holds one group's rows at a time.
     """
     from tqdm import tqdm
 
-    if group_examples < 1:
-        raise HNeuronsError(f"group_examples={group_examples}: must be >= 1")
     examples = plan.examples
+    if groups is None:
+        groups = plan_groups(plan, group_examples)
     with CETTRecorder(model, readout, eps) as recorder, \
-            tqdm(total=len(examples), desc=f"extract {dataset}", unit="ex", file=sys.stderr,
+            tqdm(total=sum(len(g) for g in groups), desc=f"extract {dataset}", unit="ex", file=sys.stderr,
                  disable=not progress) as bar:
-        for first in range(0, len(examples), group_examples):
-            group = range(first, min(first + group_examples, len(examples)))
+        for group in groups:
             sequences = [np.concatenate([examples[i].prompt_ids, examples[i].response_ids]) for i in group]
             features = cett_features(recorder, sequences, [plan.masks[i] for i in group], batch_size, pad_id)
-            keep = plan.n_tokens[first:group.stop] > 0  # bool[n_group, R]
+            keep = plan.n_tokens[group.start:group.stop] > 0  # bool[n_group, R]
             rows = [{"example_id": examples[i].example_id, "dataset": dataset, "label": examples[i].label,
                      "region": region, "split": examples[i].split, "n_tokens": int(plan.n_tokens[i, k]),
                      "response_tokens": len(examples[i].response_ids)}

@@ -315,22 +315,26 @@ def read_fixture(path: str | Path) -> list[dict[str, Any]]:
 
 @dataclass
 class TrainingRows:
-    """The probe's training rows: X float32[n, D], y int8[n] (probe labels), weight float64[n]
-    (1 where the labelling uses the row) and the activation frame (region, label, n_tokens, ...)."""
+    """The probe's training rows: X float32[n, D] as a lazy column reader (``X[:, cols]`` decodes the
+    training parts and keeps those columns; hneurons.activations.ActivationColumns), y int8[n] (probe
+    labels), weight float64[n] (1 where the labelling uses the row) and the activation frame (region,
+    label, n_tokens, ...)."""
 
-    X: np.ndarray
+    X: Any
     y: np.ndarray
     weight: np.ndarray
     frame: pd.DataFrame
 
 
 def probe_training_rows(acts: str | Path, labelling: str) -> TrainingRows:
-    """Training-split rows of an activation file with the probe's labelling (3-vs-1 / 1-vs-1)."""
-    from hneurons.activations import read_activations
+    """Training-split rows of an activation set with the probe's labelling (3-vs-1 / 1-vs-1); no cett is
+    decoded until columns are asked for."""
+    from hneurons.activations import ActivationColumns, read_activation_frame
     from hneurons.probe import training_labels
 
-    frame, X = read_activations(acts, {"split": "train"})
+    frame = read_activation_frame(acts, {"split": "train"})
     keep, y = training_labels(frame["region"].to_numpy(), frame["label"].to_numpy(), labelling)
+    X = ActivationColumns(acts, {"split": "train"}, n_rows=len(frame))
     return TrainingRows(X, y, keep.astype(np.float64), frame.reset_index(drop=True))
 
 
@@ -350,18 +354,23 @@ def answer_features(model, tokenizer, records: Sequence[Mapping[str, Any]], data
                             "the detect/origin stages need span_rule default or content")
     examples, dropped = spans.align_answer_spans(list(records), tokenizer, meta["span_rule"])
     plan = cett.plan_rows(examples, meta["region_variant"])
-    blocks = cett.extract_activations(model, plan, dataset=dataset, readout=meta["readout"],
-                                      batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0)
-    X_parts, frames = [], []
-    for rows, features in blocks:
-        answer = rows["region"].to_numpy() == "answer"
-        X_parts.append(features[answer])
-        frames.append(rows[answer])
-    if not X_parts:
+    if not examples:
         empty = pd.DataFrame(columns=list(cett.META_COLUMNS))
         return np.zeros((0, 0), dtype=np.float32), empty, dict(sorted(dropped.items()))
+    blocks = cett.extract_activations(model, plan, dataset=dataset, readout=meta["readout"],
+                                      batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0)
+    X = None
+    frames, row = [], 0
+    for rows, features in blocks:
+        if X is None:  # answer rows: one per example with a non-empty answer region
+            X = np.empty((int((plan.n_tokens[:, 0] > 0).sum()), features.shape[1]), dtype=np.float32)
+        answer = rows["region"].to_numpy() == "answer"
+        n = int(answer.sum())
+        X[row:row + n] = features[answer]
+        row += n
+        frames.append(rows[answer])
     frame = pd.concat(frames, ignore_index=True)
-    return np.concatenate(X_parts), frame, dict(sorted(dropped.items()))
+    return X[:row], frame, dict(sorted(dropped.items()))
 
 
 # ---------------------------------------------------------------- baselines and metrics

@@ -145,9 +145,9 @@ def _check_nnz(n_rows: int, n_cols: int, what: str) -> None:
 
 
 def _check_xy(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(X, np.ndarray):
+    if not (hasattr(X, "shape") and hasattr(X, "dtype") and hasattr(X, "__getitem__")):
         X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 or X.dtype not in (np.float32, np.float64):
+    if len(X.shape) != 2 or X.dtype not in (np.float32, np.float64):
         raise HNeuronsError(f"X must be a 2-D float32/float64 array (got {X.dtype} {X.shape})")
     y = np.asarray(y)
     if y.shape != (X.shape[0],):
@@ -227,7 +227,12 @@ class L1Probe(ClassifierMixin, BaseEstimator):
             raise HNeuronsError(f"kkt_tol must be >= 0 (got {self.kkt_tol!r})")
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "L1Probe":
-        """Fit on ``X: float32[n, D]``, ``y: {0,1}[n]``; rows with weight 0 are ignored."""
+        """Fit on ``X: float32[n, D]``, ``y: {0,1}[n]``; rows with weight 0 are ignored.
+
+        X is a numpy array or any matrix with ``shape``, ``dtype``, row slices ``X[a:b]`` and column
+        gathers ``X[:, cols]`` (e.g. hneurons.activations.RowMatrix, rows on disk): the working-set
+        solver reads it only that way, so the result equals the in-memory fit's.
+        """
         self._validate_params()
         y64, w = _check_xy(X, y, sample_weight)
         n_features = X.shape[1]
@@ -247,6 +252,7 @@ class L1Probe(ClassifierMixin, BaseEstimator):
 
     def _fit_full(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
         _check_nnz(X.shape[0], X.shape[1], "solver='liblinear'")
+        X = np.asarray(X)
         Xs = X if self.mean_ is None else ((X - self.mean_) / self.scale_).astype(X.dtype)
         coef, intercept = _liblinear(Xs, y, w, self.C, self.tol, self.max_iter, self.random_state)
         self.n_rounds_, self.working_set_size_, self.effective_tol_ = 1, X.shape[1], self.tol
@@ -328,7 +334,7 @@ class L1Probe(ClassifierMixin, BaseEstimator):
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """theta^T x~ + b for each row: float64[n]."""
         self._check_fitted()
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+        if len(X.shape) != 2 or X.shape[1] != self.n_features_in_:
             raise HNeuronsError(f"X has {X.shape[-1]} features; the probe was fitted on {self.n_features_in_}")
         cols = self.support_
         block = np.asarray(X[:, cols], dtype=np.float64)
@@ -529,16 +535,24 @@ def random_baselines(X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarra
     Neurons are drawn uniformly from all neurons outside ``exclude`` (or, with
     ``layer_matched``, the same count per layer as ``exclude``), then scored by
     :func:`dense_probe_scores` trained on the same rows and labels as the L1 probe.
+    X_train and X_eval are read once each, at the union of the drawn columns
+    (``X[:, cols]``), so a lazy column reader (hneurons.activations.ActivationColumns,
+    RowMatrix) decodes its rows once for all seeds.
     """
     n_layers = X_train.shape[1] // d_ffn
-    runs = []
+    drawn = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         if layer_matched:
-            cols = draw_layer_matched(exclude, d_ffn, n_layers, rng)
+            drawn.append(draw_layer_matched(exclude, d_ffn, n_layers, rng))
         else:
-            cols = draw_random_neurons(X_train.shape[1], exclude, len(exclude), rng)
-        scores = dense_probe_scores(X_train[:, cols], y_train, X_eval[:, cols], C, sample_weight)
+            drawn.append(draw_random_neurons(X_train.shape[1], exclude, len(exclude), rng))
+    union = np.unique(np.concatenate(drawn)) if drawn else np.zeros(0, dtype=np.int64)
+    train_u, eval_u = X_train[:, union], X_eval[:, union]
+    runs = []
+    for seed, cols in zip(seeds, drawn):
+        at = np.searchsorted(union, cols)
+        scores = dense_probe_scores(train_u[:, at], y_train, eval_u[:, at], C, sample_weight)
         runs.append(BaselineRun(int(seed), cols, scores))
     return runs
 

@@ -2,7 +2,7 @@
 (paper §5, Table 1).
 
 Reads ``models/llm/<family>/instruct``, the probe ``models/probe/<family>/``, its training
-activations ``data/activations/<family>/instruct/<probe.dataset>.parquet`` (training rows for the
+activations ``data/activations/<family>/instruct/<probe.dataset>/`` (training rows for the
 random-neuron and length probes; span rule, region variant and readout to reuse), the probe's
 samples (``data/samples/<family>/<probe.dataset>.parquet``: train/validation questions to
 exclude) and ``data/prepared/<dataset>.parquet``. Writes
@@ -243,8 +243,8 @@ def main(argv: list[str]) -> None:
     if probe.positive_.size == 0:
         raise HNeuronsError(f"models/probe/{family}: the probe has no positive weights (no H-Neurons to test); "
                             f"widen probe.C_grid")
-    acts = Path(f"data/activations/{family}/instruct/{cfg['probe_dataset']}.parquet")
-    if not acts.is_file():
+    acts = Path(f"data/activations/{family}/instruct/{cfg['probe_dataset']}")
+    if not acts.is_dir():
         raise HNeuronsError(f"{acts}: not found (run the extract stage for family {family!r})")
     meta = activation_metadata(acts)
     if probe.n_features_in_ != int(meta["n_layers"]) * int(meta["d_ffn"]):

@@ -5,7 +5,7 @@ metrics file says so in one line and the stage succeeds.
 
 Reads ``models/llm/<family>/{base,instruct}``, the probe ``models/probe/<family>/``,
 the instruct activations it was trained on (``data/activations/<family>/instruct/
-<probe.dataset>.parquet``: training rows for the random-neuron probes, and the
+<probe.dataset>/``: training rows for the random-neuron probes, and the
 span rule / readout to reuse) and the prepared tables of ``origin.datasets``.
 Writes
 
@@ -185,8 +185,8 @@ def base_features(model, tokenizer, frame: pd.DataFrame, name: str, meta: dict[s
     return X, rows["label"].to_numpy().astype(np.int64), dropped
 
 
-def instruct_training_rows(acts: Path, labelling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The probe's training rows: (X float32[n, D], y int8[n], sample weight float64[n])."""
+def instruct_training_rows(acts: Path, labelling: str) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The probe's training rows: (X float32[n, D] as a lazy column reader, y int8[n], sample weight float64[n])."""
     from hneurons.detect import probe_training_rows
 
     rows = probe_training_rows(acts, labelling)
@@ -242,8 +242,8 @@ def main(argv: list[str]) -> None:
     from hneurons.probe import load_probe
 
     probe, _ = load_probe(Path(f"models/probe/{family}"))
-    acts = Path(f"data/activations/{family}/instruct/{cfg['probe_dataset']}.parquet")
-    if not acts.is_file():
+    acts = Path(f"data/activations/{family}/instruct/{cfg['probe_dataset']}")
+    if not acts.is_dir():
         raise HNeuronsError(f"{acts}: not found (run the extract stage for family {family!r})")
     meta = activation_metadata(acts)
     base, tokenizer = load_causal_lm(base_dir, cfg["dtype"], cfg["device"])

@@ -1,7 +1,9 @@
 """probe@<family>: activations -> L1 probe, C choice, H-Neurons, baselines.
 
-Reads ``data/activations/<family>/instruct/<probe.dataset>.parquet`` (training
-rows of both regions, validation and test answer rows), the validation questions
+Reads ``data/activations/<family>/instruct/<probe.dataset>/`` (all shards: training
+rows of both regions, validation and test answer rows; each split is copied, in its
+stored dtype, into a raw row file in a temporary directory ($TMPDIR) and read back
+in row blocks, so the fit holds a few rows at a time), the validation questions
 of ``data/samples/<family>/<probe.dataset>.parquet`` and the instruct model (for
 the C criterion's task term: greedy accuracy with the candidate H-Neurons scaled
 by ``probe.task.alpha``). Writes
@@ -27,6 +29,7 @@ metrics are on test answer rows (label 1 = hallucinated), as in the paper.
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +93,16 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- inputs
 
-def read_split(path: Path, split: str, answer_only: bool) -> tuple[pd.DataFrame, np.ndarray]:
-    """One split's rows (frame, float32[n, D]); a split without both labels is a one-line error."""
-    from hneurons.activations import read_activations
+def read_split(path: Path, split: str, answer_only: bool, scratch: Path):
+    """One split's rows: (frame, X float32[n, D] as a hneurons.activations.RowMatrix in ``scratch``).
+
+    The class counts are checked from the frame before any cett is decoded; a split
+    without two rows of each label is a one-line error.
+    """
+    from hneurons.activations import read_activation_frame, spill_activations
 
     where = {"split": split, "region": "answer"} if answer_only else {"split": split}
-    frame, X = read_activations(path, where)
-    frame = frame.reset_index(drop=True)
+    frame = read_activation_frame(path, where)
     answer = frame["region"].to_numpy() == "answer"
     labels = frame["label"].to_numpy()[answer]
     for cls, name in ((1, "hallucinated"), (0, "faithful")):
@@ -104,7 +110,7 @@ def read_split(path: Path, split: str, answer_only: bool) -> tuple[pd.DataFrame,
         if n < 2:
             raise HNeuronsError(f"{path}: split {split!r} has {n} {name} answer rows; the probe needs >= 2 "
                                 f"of each class per split (more questions in the sample/extract stages)")
-    return frame, X
+    return spill_activations(path, scratch, where)
 
 
 def validation_questions(samples_path: Path, n_questions: int) -> pd.DataFrame:
@@ -288,19 +294,26 @@ def main(argv: list[str]) -> None:
     cfg = read_config(params)
     cfg["device"], cfg["dtype"] = compute_settings(params, family)
     from hneurons.activations import activation_metadata
-    from hneurons.models import load_causal_lm
 
-    acts = Path(f"data/activations/{family}/instruct/{cfg['dataset']}.parquet")
-    if not acts.is_file():
+    acts = Path(f"data/activations/{family}/instruct/{cfg['dataset']}")
+    if not acts.is_dir():
         raise HNeuronsError(f"{acts}: not found (run the extract stage for family {family!r})")
     meta = activation_metadata(acts)
-    n_layers, d_ffn = int(meta["n_layers"]), int(meta["d_ffn"])
+    with tempfile.TemporaryDirectory(prefix="hneurons-probe-") as scratch:
+        fit_and_write(family, params, cfg, acts, meta, Path(scratch))
 
-    train, X = read_split(acts, "train", answer_only=cfg["labelling"] == "1-vs-1")
+
+def fit_and_write(family: str, params: dict[str, Any], cfg: dict[str, Any], acts: Path, meta: dict[str, Any],
+                  scratch: Path) -> None:
+    """Read the splits into row files under ``scratch``, select C, refit, evaluate, write the outputs."""
+    from hneurons.models import load_causal_lm
+
+    n_layers, d_ffn = int(meta["n_layers"]), int(meta["d_ffn"])
+    train, X = read_split(acts, "train", cfg["labelling"] == "1-vs-1", scratch)
     keep, y = training_labels(train["region"].to_numpy(), train["label"].to_numpy(), cfg["labelling"])
     weight = keep.astype(np.float64)
-    val, X_val = read_split(acts, "validation", answer_only=True)
-    test, X_test = read_split(acts, "test", answer_only=True)
+    val, X_val = read_split(acts, "validation", True, scratch)
+    test, X_test = read_split(acts, "test", True, scratch)
     y_val, y_test = val["label"].to_numpy().astype(np.int64), test["label"].to_numpy().astype(np.int64)
     if X.shape[1] != n_layers * d_ffn:
         raise HNeuronsError(f"{acts}: {X.shape[1]} features but metadata says {n_layers} x {d_ffn}")

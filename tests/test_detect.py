@@ -256,7 +256,7 @@ def test_probe_training_rows_use_the_probe_labelling(tmp_path):
     rows = [{"example_id": f"q{i // 2}", "dataset": "t", "label": (i // 2) % 2, "region": ("answer", "other")[i % 2],
              "split": "train" if i < 6 else "test", "n_tokens": 2, "response_tokens": 4} for i in range(8)]
     X = np.arange(8 * 6, dtype=np.float32).reshape(8, 6)
-    path = tmp_path / "acts.parquet"
+    path = tmp_path / "acts"
     write_activations(path, [(pd.DataFrame(rows, columns=list(META_COLUMNS)), X)], 2, 3)
     three = detect.probe_training_rows(path, "3-vs-1")
     assert three.X.shape == (6, 6) and three.y.tolist() == [0, 0, 1, 0, 0, 0]
@@ -361,7 +361,7 @@ def _workspace(tmp_path: Path, datasets: list[str]) -> Path:
             x[[5, 50, 70]] += rng.random(3).astype(np.float32) * (i % 2 == 1 and region == "answer")
             feats.append(x)
     frame, X = pd.DataFrame(rows, columns=list(META_COLUMNS)), np.stack(feats)
-    write_activations(project / "data/activations/tiny/instruct/triviaqa.parquet", [(frame, X)], N_LAYERS, D_FFN,
+    write_activations(project / "data/activations/tiny/instruct/triviaqa/tiny-instruct-triviaqa", [(frame, X)], N_LAYERS, D_FFN,
                       "float32", {"span_rule": "default", "readout": "mean", "region_variant": "with_prompt"})
     _, y = training_labels(frame["region"].to_numpy(), frame["label"].to_numpy(), "3-vs-1")
     save_probe(L1Probe(C=10.0).fit(X, y), project / "models/probe/tiny")

@@ -292,7 +292,7 @@ def _instruct_side(project: Path, n_features: int, d_ffn: int) -> None:
     frame = pd.DataFrame(rows, columns=list(META_COLUMNS))
     X = np.stack(feats)
     meta = {"span_rule": "default", "readout": "mean", "region_variant": "with_prompt"}
-    write_activations(project / "data/activations/tiny/instruct/triviaqa.parquet", [(frame, X)],
+    write_activations(project / "data/activations/tiny/instruct/triviaqa/tiny-instruct-triviaqa", [(frame, X)],
                       n_features // d_ffn, d_ffn, "float32", meta)
     keep, y = training_labels(frame["region"].to_numpy(), frame["label"].to_numpy(), "3-vs-1")
     probe = L1Probe(C=10.0).fit(X, y)

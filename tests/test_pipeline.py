@@ -73,13 +73,14 @@ def test_first_repro_runs_every_stage(pipeline):
     assert dvc.status() == {}
     state["first_lock"] = lock_output_hashes(repo / "dvc.lock")
     assert (repo / "models/llm/tiny/instruct/fingerprint.json").is_file()
-    assert (repo / "data/activations/tiny/instruct/triviaqa.parquet").is_file()
+    assert (repo / "data/activations/tiny/instruct/triviaqa/tiny-instruct-triviaqa/manifest.json").is_file()
     assert json.loads((repo / "reports/probe/tiny/metrics.json").read_text())["chosen_C"] in (1, 10, 100)
 
 
 def test_every_model_stage_records_its_device_and_dtype(pipeline):
     repo, _, _ = pipeline
-    metrics = {"sample": "reports/sample/tiny/metrics.json", "extract": "reports/extract/tiny/instruct/triviaqa.json",
+    metrics = {"sample": "reports/sample/tiny/metrics.json",
+               "extract": "reports/extract/tiny/instruct/triviaqa/tiny-instruct-triviaqa.json",
                "probe": "reports/probe/tiny/metrics.json", "detect": "reports/detect/tiny/metrics.json",
                "intervene": "reports/intervene/tiny/metrics.json", "origin": "reports/origin/tiny.json",
                "tune": "reports/tune/tinytune/metrics.json"}

@@ -306,7 +306,7 @@ def write_stage_inputs(root, model_dir, n_questions=90, seed=0):
     X = rng.lognormal(np.log(0.02), 0.4, (2 * n_questions, N_LAYERS * D_FFN)).astype(np.float32)
     hallucinated_answer = ((frame["region"] == "answer") & (frame["label"] == 1)).to_numpy()
     X[np.ix_(hallucinated_answer, PLANTED)] *= 3.0
-    acts = root / "data/activations/tiny/instruct/triviaqa.parquet"
+    acts = root / "data/activations/tiny/instruct/triviaqa/tiny-instruct-triviaqa"
     write_activations(acts, [(frame.iloc[i:i + 40], X[i:i + 40]) for i in range(0, len(frame), 40)],
                       N_LAYERS, D_FFN, metadata={"fingerprint": "synthetic"})
 
@@ -420,7 +420,7 @@ def test_saved_probe_reproduces_the_reported_test_accuracy(stage_run):
     root, _ = stage_run
     loaded, meta = load_probe(root / "models/probe/tiny")
     assert meta["d_ffn"] == D_FFN
-    frame, X = read_activations(root / "data/activations/tiny/instruct/triviaqa.parquet",
+    frame, X = read_activations(root / "data/activations/tiny/instruct/triviaqa",
                                 {"split": "test", "region": "answer"})
     metrics = json.loads((root / "reports/probe/tiny/metrics.json").read_text())
     assert accuracy(frame["label"].to_numpy(), loaded.predict_proba(X)[:, 1]) == metrics["test"]["probe"]["accuracy"]
@@ -465,3 +465,62 @@ def test_working_set_reaches_full_liblinears_objective_when_many_columns_enter(d
     assert objective(fast) == pytest.approx(objective(full), rel=1e-4)
     overlap = len(set(fast.support_) & set(full.support_)) / len(set(fast.support_) | set(full.support_))
     assert overlap > 0.9
+
+
+def _activation_set(root, X, y, rows_per_part=40, dtype="float16"):
+    """X, y written as an activation set of train answer rows (d_ffn 400), parts of ``rows_per_part`` rows."""
+    import pandas as pd
+
+    from hneurons.activations import write_activations
+
+    n = len(y)
+    frame = pd.DataFrame({"example_id": [f"q{i}" for i in range(n)], "dataset": "t", "label": y.astype(np.int8),
+                          "region": "answer", "split": "train", "n_tokens": np.int32(3),
+                          "response_tokens": np.int32(5)})
+    blocks = [(frame.iloc[i:i + rows_per_part], X[i:i + rows_per_part]) for i in range(0, n, rows_per_part)]
+    write_activations(root / "set" / "run", blocks, X.shape[1] // 400, 400, dtype)
+    return root / "set"
+
+
+def test_fit_streamed_from_disk_equals_the_in_memory_fit(tmp_path, monkeypatch):
+    """Planted signal, float16 parts: the fit on rows read back from disk in small row blocks (never the whole
+    matrix) has the in-memory fit's support, signs and weights, and finds the planted neurons."""
+    from hneurons import activations
+    from hneurons.activations import RowMatrix, read_activations, spill_activations
+
+    X, y, pos, neg = cett_like(n=300, d=1200, seed=3)
+    acts = _activation_set(tmp_path, X, y)
+    _, X_memory = read_activations(acts, {"split": "train"})
+    frame, rows = spill_activations(acts, tmp_path, {"split": "train"})
+    assert frame["label"].tolist() == y.tolist() and rows.shape == X_memory.shape
+    original = probe_mod.row_blocks
+    monkeypatch.setattr(probe_mod, "row_blocks", lambda n, c, itemsize=8, budget=0: original(n, c, itemsize, 64 << 10))
+    monkeypatch.setattr(activations, "_BLOCK_BYTES", 16 << 10)
+
+    def densify(*args, **kwargs):
+        raise AssertionError("the streamed fit read the whole matrix")
+
+    monkeypatch.setattr(RowMatrix, "__array__", densify)
+    for C in (30.0, 300.0):
+        memory = L1Probe(C=C, screen_size=20, max_add=20).fit(X_memory, y)
+        streamed = L1Probe(C=C, screen_size=20, max_add=20).fit(rows, y)
+        np.testing.assert_array_equal(streamed.coef_, memory.coef_)
+        assert streamed.intercept_[0] == memory.intercept_[0] and streamed.n_rounds_ == memory.n_rounds_
+        np.testing.assert_array_equal(streamed.predict_proba(rows), memory.predict_proba(X_memory))
+    assert set(pos) <= set(memory.positive_) and set(neg) & set(np.flatnonzero(memory.coef_[0] < 0))
+
+
+def test_random_baselines_read_columns_lazily_with_the_same_result(tmp_path):
+    from hneurons.activations import ActivationColumns, read_activations
+
+    X, y, pos, _ = cett_like(n=120, d=1200, seed=4)
+    acts = _activation_set(tmp_path, X, y, dtype="float32")
+    _, X_memory = read_activations(acts)
+    lazy = ActivationColumns(acts, {"split": "train"})
+    evaluate = X_memory[:30]
+    for matched in (False, True):
+        eager = random_baselines(X_memory, y, evaluate, pos, [1, 2, 3], 400, layer_matched=matched)
+        streamed = random_baselines(lazy, y, evaluate, pos, [1, 2, 3], 400, layer_matched=matched)
+        for a, b in zip(eager, streamed):
+            np.testing.assert_array_equal(a.neurons, b.neurons)
+            np.testing.assert_array_equal(a.scores, b.scores)
