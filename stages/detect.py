@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from hneurons.errors import HNeuronsError
-from stages._common import (compute_settings, derived_seed, device_tag, family_params, generation_backend,
-                             load_params, param, run, setup_torch)
+from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
+                             param, run, setup_torch)
+from stages._generation import generation_backend
 
 log = logging.getLogger("detect")
 SECTION = "detect"

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from hneurons.errors import HNeuronsError
-from stages._common import (compute_settings, derived_seed, device_tag, family_params, hooked_generation_info,
-                             load_params, param, run, setup_torch)
+from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
+                             param, run, setup_torch)
+from stages._generation import hooked_generation_info
 
 log = logging.getLogger("intervene")
 SECTION = "intervene"

@@ -47,8 +47,9 @@ from hneurons import origin
 from hneurons.errors import HNeuronsError
 from hneurons.io import atomic_path, jsonable, read_table, write_json, write_parquet, write_text
 from hneurons.machine import machine_facts
-from stages._common import (compute_settings, derived_seed, device_tag, family_params, generation_backend,
-                             load_params, param, run, setup_torch)
+from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
+                             param, run, setup_torch)
+from stages._generation import generation_backend
 
 log = logging.getLogger("origin")
 SECTION = "origin"

@@ -39,8 +39,8 @@ from hneurons.machine import machine_facts
 from hneurons.probe import (LABELLINGS, SOLVERS, L1Probe, check_C_grid, dense_probe_scores, h_neuron_frame,
                             random_baselines, save_probe, select_C, stability_selection, training_labels)
 from hneurons.stats import detection_summary, mean_sd
-from stages._common import (compute_settings, derived_seed, family_params, hooked_generation_info, load_params, param,
-                            run, setup_torch)
+from stages._common import compute_settings, derived_seed, family_params, load_params, param, run, setup_torch
+from stages._generation import hooked_generation_info
 
 log = logging.getLogger("probe")
 SECTION = "probe"

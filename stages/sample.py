@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from hneurons.errors import HNeuronsError
-from stages._common import (compute_settings, device_tag, family_params, generation_backend, load_params, param,
-                            run, setup_torch)
+from stages._common import compute_settings, device_tag, family_params, load_params, param, run, setup_torch
+from stages._generation import generation_backend
 
 log = logging.getLogger("sample")
 

@@ -178,7 +178,7 @@ def _params(backend=None, family_backend=None) -> dict:
 
 
 def test_backend_settings_defaults_overrides_and_one_line_errors():
-    from stages._common import backend_settings
+    from stages._generation import backend_settings
     from stages.params_schema import validate
 
     assert backend_settings(_params(), "tiny") == ({"kind": "transformers"}, "compute.backend")
@@ -201,7 +201,7 @@ def test_backend_settings_defaults_overrides_and_one_line_errors():
 
 
 def test_hooked_stages_record_that_they_ran_in_process(model, tok):
-    from stages._common import hooked_generation_info
+    from stages._generation import hooked_generation_info
 
     plain = hooked_generation_info(_params(), "tiny", model, tok)
     assert plain["engine"] == "transformers" and "configured_backend" not in plain
