@@ -15,7 +15,8 @@ from stages._common import compute_settings, param
 BACKEND_KEYS = {
     "transformers": (),
     "vllm": ("gpu_memory_utilization", "max_model_len", "tensor_parallel_size", "enforce_eager", "batch_invariant"),
-    "openai": ("base_url", "model", "base_model", "api_key_env", "concurrency", "timeout", "batch_invariant"),
+    "openai": ("base_url", "model", "base_model", "base_model_url", "api_key_env", "concurrency", "timeout",
+               "batch_invariant"),
 }
 
 
@@ -44,7 +45,8 @@ def generation_backend(params: dict[str, Any], family: str, model_dir: Path, mod
     """(backend, tokenizer, model or None) for a stage's unhooked generation from ``model_dir`` (the
     family's ``role`` model), as ``compute.backend`` says. Loads the tokenizer when not given, and the
     in-process model only when the backend is ``transformers`` and ``model`` is None; an openai server
-    (``model``, or ``base_model`` for the base role) is checked before use."""
+    (``base_url`` + ``model``; for the base role ``base_model`` at ``base_model_url``, default ``base_url``)
+    is checked before use."""
     from hneurons import backends as B
     from hneurons.models import load_causal_lm, load_tokenizer
 
@@ -66,7 +68,8 @@ def generation_backend(params: dict[str, Any], family: str, model_dir: Path, mod
     if not config.get(name_key):
         raise HNeuronsError(f"{where}.{name_key}: required for the openai backend (the served name of "
                             f"{family}'s {role} model)")
-    backend = B.OpenAIBackend(config.get("base_url") or "", config[name_key],
+    url = (config.get("base_model_url") if role == "base" else None) or config.get("base_url") or ""
+    backend = B.OpenAIBackend(url, config[name_key],
                               B.model_stop_ids(model_dir, tokenizer),
                               api_key_env=config.get("api_key_env") or "OPENAI_API_KEY",
                               concurrency=config.get("concurrency", 16), timeout=float(config.get("timeout", 600)),

@@ -69,7 +69,7 @@ JUDGE = {"kind": STR, "base_url": STR, "model": STR, "api_key_env": STR}
 # Generation backend (stages._common.BACKEND_KEYS says which keys each kind takes).
 BACKEND = {"kind": STR, "gpu_memory_utilization": NUM, "max_model_len": INT_OR_NULL, "tensor_parallel_size": INT,
            "enforce_eager": BOOL, "batch_invariant": BOOL, "base_url": STR, "model": STR, "base_model": STR,
-           "api_key_env": STR, "concurrency": INT, "timeout": NUM}
+           "base_model_url": STR, "api_key_env": STR, "concurrency": INT, "timeout": NUM}
 
 SCHEMA: dict[str, Any] = {
     "base": {"seed": INT, "threads": INT, "cache_dir": STR},

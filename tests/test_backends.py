@@ -256,3 +256,27 @@ def test_requirements_vllm_is_the_pinned_set_with_vllm_and_its_numpy():
     assert "vllm" not in base and gpu.pop("vllm") == "0.30.0"
     assert gpu.pop("numpy") != base.pop("numpy")
     assert gpu == base
+
+
+def test_generation_backend_builds_each_kind_from_params(tiny_model_dir, model, tok, local):
+    from stages._generation import generation_backend
+
+    backend, tokenizer, loaded = generation_backend(_params(), "tiny", tiny_model_dir)
+    assert isinstance(backend, TransformersBackend) and loaded is backend.model and tokenizer is backend.tokenizer
+    stops = stop_token_ids(model, tok)
+    with FakeCompletions(local, stops[0], served="tiny-instruct") as instruct, \
+            FakeCompletions(local, stops[0], served="tiny-base") as base:
+        config = {"kind": "openai", "base_url": instruct.url, "model": "tiny-instruct", "base_model": "tiny-base",
+                  "base_model_url": base.url}
+        served, tokenizer, loaded = generation_backend(_params(config), "tiny", tiny_model_dir)
+        assert loaded is None and served.model == "tiny-instruct" and served.endpoint.base_url == instruct.url
+        assert served.stops == stops and tokenizer.eos_token == "<|im_end|>"
+        served_base, _, _ = generation_backend(_params(config), "tiny", tiny_model_dir, role="base")
+        assert served_base.model == "tiny-base" and served_base.endpoint.base_url == base.url
+        without = {key: value for key, value in config.items() if key != "base_model"}
+        with pytest.raises(HNeuronsError, match=r"^compute\.backend\.base_model: required for the openai backend"):
+            generation_backend(_params(without), "tiny", tiny_model_dir, role="base")
+        with pytest.raises(HNeuronsError, match=r"^compute\.backend\.model=tiny-base: not served at"):
+            generation_backend(_params({**config, "model": "tiny-base"}), "tiny", tiny_model_dir)
+    with pytest.raises(HNeuronsError, match=r"^compute\.backend\.gpu_memory_utilization=1\.5: expected a number"):
+        generation_backend(_params({"kind": "vllm", "gpu_memory_utilization": 1.5}), "tiny", tiny_model_dir)
