@@ -6,6 +6,8 @@
 
 VENV   ?= .venv
 PYTHON ?= python3
+# GPU hosts with vLLM: make run REQUIREMENTS=requirements-vllm.txt (README, GPU section)
+REQUIREMENTS ?= requirements.txt
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-requirements.txt
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -15,11 +17,11 @@ export TOKENIZERS_PARALLELISM := false
 
 setup:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@if ! cmp -s requirements.txt $(STAMP); then \
-		echo "installing pinned requirements into $(VENV) ..."; \
-		$(BIN)/python -m pip install --no-compile -q -r requirements.txt && \
+	@if ! cmp -s $(REQUIREMENTS) $(STAMP); then \
+		echo "installing pinned requirements ($(REQUIREMENTS)) into $(VENV) ..."; \
+		$(BIN)/python -m pip install --no-compile -q -r $(REQUIREMENTS) && \
 		{ $(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true; } && \
-		cp requirements.txt $(STAMP); \
+		cp $(REQUIREMENTS) $(STAMP); \
 	fi
 
 run: setup

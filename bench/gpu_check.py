@@ -3,6 +3,7 @@
     .venv/bin/python bench/gpu_check.py [--model models/llm/smollm2/instruct]
         [--samples data/samples/smollm2/triviaqa.parquet | --synthetic N] [--n 64] [--device cuda]
         [--max-new-tokens 32] [--C 10] [--out bench/out/gpu_check.json]
+        [--vllm-memory 0.5] [--openai-url http://127.0.0.1:8000/v1 --openai-model NAME]
 
 Checks, on ``--n`` examples (the samples file's representative rows, or ``--synthetic N`` random ones):
 1. CETT in bfloat16 on ``--device`` against the float32 CPU reference (the project's exact path,
@@ -11,8 +12,10 @@ Checks, on ``--n`` examples (the samples file's representative rows, or ``--synt
    rows of each, Jaccard of their positive neurons.
 2. ``device_map="auto"`` extraction (float32; ``compute.device: auto``, the setting for models larger than
    one GPU) against the single-device float32 result: max absolute difference.
-3. Generation throughput (generated tokens/s, greedy, ``--max-new-tokens``) of each backend present:
-   ``transformers`` (``hneurons.generate.generate``) always, ``vllm`` when it imports (GPU hosts).
+3. Generation throughput (generated tokens/s, greedy, ``--max-new-tokens``) of each generation backend present
+   (``hneurons.backends``, the stages' code path): ``transformers`` (bfloat16 on ``--device``) always, ``vllm``
+   (offline, bfloat16) when it imports, ``openai`` when ``--openai-url`` and ``--openai-model`` name a running
+   server (e.g. ``vllm serve``); for the last two also the share of responses identical to transformers'.
 Prints one line per check, writes JSON to ``--out``, exits 1 when r < 0.99 or the device_map result differs
 by more than 1e-4. The device, dtype and machine facts (``hneurons.machine``) go with the numbers.
 """
@@ -45,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--C", type=float, default=10.0, help="L1 probe inverse penalty for the overlap check")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--out", default=str(ROOT / "bench/out/gpu_check.json"))
+    parser.add_argument("--vllm-memory", type=float, default=0.5, help="vLLM gpu_memory_utilization")
+    parser.add_argument("--openai-url", default=None, help="an OpenAI-compatible server's base URL (…/v1)")
+    parser.add_argument("--openai-model", default=None, help="the served model name at --openai-url")
     return parser.parse_args(argv)
 
 
@@ -107,34 +113,35 @@ def h_neuron_overlap(reference: np.ndarray, other: np.ndarray, labels: np.ndarra
             "jaccard": len(found[0] & found[1]) / len(union) if union else None}
 
 
-def transformers_throughput(model, tokenizer, examples: list, max_new_tokens: int, batch_size: int) -> dict:
-    from hneurons.generate import DecodingSettings, generate
+def backend_throughput(backend, examples: list, max_new_tokens: int, batch_size: int,
+                       reference: list | None = None) -> tuple[dict, list]:
+    """(numbers, outputs): greedy generation of every example's prompt through ``backend.generate``;
+    with ``reference`` outputs, also the share of responses identical to them."""
+    from hneurons.generate import DecodingSettings
 
     settings = DecodingSettings(n_samples=1, temperature=0.0, max_new_tokens=max_new_tokens).validate("check")
     prompts = [e.prompt_ids.tolist() for e in examples]
     started = time.perf_counter()
-    outputs = generate(model, tokenizer, prompts, settings, None, batch_size)
+    outputs = backend.generate(prompts, settings, None, batch_size)
     seconds = time.perf_counter() - started
     tokens = sum(len(o) for o in outputs)
-    return {"responses": len(outputs), "tokens": tokens, "seconds": round(seconds, 3),
-            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+    numbers = {"available": True, "info": backend.info(), "responses": len(outputs), "tokens": tokens,
+               "seconds": round(seconds, 3), "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+    if reference is not None:
+        numbers["identical_to_transformers"] = round(sum(a == b for a, b in zip(outputs, reference)) / len(outputs), 4)
+    return numbers, outputs
 
 
-def vllm_throughput(model_dir: str, examples: list, max_new_tokens: int) -> dict:
-    """vLLM's offline engine on the same token-id prompts; {"available": False} where it does not import."""
-    try:
-        from vllm import LLM, SamplingParams
-    except ImportError:
-        return {"available": False}
-    engine = LLM(model=model_dir, dtype="bfloat16")
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, n=1)
-    prompts = [{"prompt_token_ids": e.prompt_ids.tolist()} for e in examples]
-    started = time.perf_counter()
-    outputs = engine.generate(prompts, params)
-    seconds = time.perf_counter() - started
-    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    return {"available": True, "responses": len(outputs), "tokens": tokens, "seconds": round(seconds, 3),
-            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+def vllm_backend(model_dir: str, tokenizer, memory: float):
+    """The offline vLLM backend in bfloat16, or None where vllm does not import."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    from hneurons.backends import VLLMBackend
+
+    return VLLMBackend.from_model_dir(model_dir, tokenizer, "bfloat16", gpu_memory_utilization=memory,
+                                      where="gpu_check")
 
 
 def main(argv=None) -> int:
@@ -169,15 +176,28 @@ def main(argv=None) -> int:
     answer_labels = np.array([e.label for e in examples])    # one answer row per example, in plan order
     result["h_neuron_overlap"] = h_neuron_overlap(reference[answer_rows], bf16[answer_rows], answer_labels, args.C)
     result["machine"] = machine_facts(model, "bfloat16")
-    result["generation"] = {"transformers": transformers_throughput(model, tokenizer, examples, args.max_new_tokens,
-                                                                    args.batch_size)}
+    from hneurons.backends import OpenAIBackend, TransformersBackend, model_stop_ids
+
+    numbers, greedy = backend_throughput(TransformersBackend(model, tokenizer, device, "bfloat16"), examples,
+                                         args.max_new_tokens, args.batch_size)
+    result["generation"] = {"transformers": numbers}
     del model
 
     auto_model, _ = load_causal_lm(args.model, "float32", "auto")
     auto, _ = cett_matrix(auto_model, examples, args.batch_size, pad_id)
     del auto_model
     result["device_map_auto_max_abs_diff"] = float(np.abs(auto - reference).max())
-    result["generation"]["vllm"] = vllm_throughput(args.model, examples, args.max_new_tokens)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    engine = vllm_backend(args.model, tokenizer, args.vllm_memory)
+    result["generation"]["vllm"] = {"available": False} if engine is None else backend_throughput(
+        engine, examples, args.max_new_tokens, args.batch_size, greedy)[0]
+    if args.openai_url and args.openai_model:
+        server = OpenAIBackend(args.openai_url, args.openai_model, model_stop_ids(args.model, tokenizer),
+                               where="gpu_check.openai")
+        server.check()
+        result["generation"]["openai"] = backend_throughput(server, examples, args.max_new_tokens,
+                                                            args.batch_size, greedy)[0]
 
     failures = []
     if result["bfloat16_vs_float32"]["pearson_r"] < MIN_R:

@@ -22,6 +22,9 @@ are dropped from the batch.
 Generated ids are returned without padding and without the trailing stop token
 (EOS / end-of-turn). A response shorter than ``max_new_tokens`` therefore stopped
 on a stop token; one of exactly ``max_new_tokens`` ids was cut off.
+
+:func:`generate` is the ``transformers`` backend of :mod:`hneurons.backends`;
+:func:`generate_cached` and :func:`run_consistency` take any backend.
 """
 
 from __future__ import annotations
@@ -298,18 +301,20 @@ def batch_cache_key(prompts: Sequence[list[int]], seeds: Sequence[int] | None, s
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def generate_cached(model, tokenizer, prompts: Sequence[list[int]], settings: DecodingSettings,
+def generate_cached(backend, prompts: Sequence[list[int]], settings: DecodingSettings,
                     seeds: Sequence[int] | None, batch_size: int, cache_dir: str | Path | None,
                     salt: str = "", progress: bool = False, desc: str = "sampling") -> list[list[int]]:
-    """:func:`generate`, resumable: each completed batch is kept in ``cache_dir``.
+    """``backend.generate`` (see :mod:`hneurons.backends`) in batches of ``batch_size`` rows, resumable:
+    each completed batch is kept in ``cache_dir``.
 
     A batch's file is named by :func:`batch_cache_key` (its prompts, seeds,
-    settings, ``salt`` — e.g. the model fingerprint and dtype — and the decoding
-    code's source), written atomically, so an interrupted run loses at most the batch in
-    flight and a rerun returns exactly what an uninterrupted run returns.
-    ``cache_dir=None`` disables the cache.
+    settings, ``salt`` — e.g. the model fingerprint and dtype — plus the backend's
+    ``cache_tag`` when it has one, and the decoding code's source), written atomically,
+    so an interrupted run loses at most the batch in flight and a rerun returns exactly
+    what an uninterrupted run returns. ``cache_dir=None`` disables the cache.
     """
     _check_inputs(prompts, settings, seeds, batch_size)
+    key_salt = f"{salt}|{backend.cache_tag}" if backend.cache_tag else salt
     results: list[list[int]] = []
     bar = tqdm(total=len(prompts), desc=desc, unit="resp", disable=not progress)
     for start in range(0, len(prompts), batch_size):
@@ -317,10 +322,10 @@ def generate_cached(model, tokenizer, prompts: Sequence[list[int]], settings: De
         batch_seeds = None if seeds is None else list(seeds[start:start + batch_size])
         path = None
         if cache_dir is not None:
-            path = Path(cache_dir) / f"{batch_cache_key(batch, batch_seeds, settings, salt)}.json"
+            path = Path(cache_dir) / f"{batch_cache_key(batch, batch_seeds, settings, key_salt)}.json"
         cached = _read_batch(path, len(batch)) if path is not None else None
         if cached is None:
-            cached = generate(model, tokenizer, batch, settings, batch_seeds, batch_size)
+            cached = backend.generate(batch, settings, batch_seeds, batch_size)
             if path is not None:
                 write_json(path, cached)
         results.extend(cached)
@@ -447,8 +452,8 @@ class _Question:
 class _Sampler:
     """Draws, decodes and judges samples of questions in rounds (state lives in the _Question items)."""
 
-    def __init__(self, model, tokenizer, config: RunConfig, judge, cache_dir, cache_salt: str, progress: bool):
-        self.model, self.tokenizer, self.config, self.judge = model, tokenizer, config, judge
+    def __init__(self, backend, tokenizer, config: RunConfig, judge, cache_dir, cache_salt: str, progress: bool):
+        self.backend, self.tokenizer, self.config, self.judge = backend, tokenizer, config, judge
         self.cache_dir, self.cache_salt, self.progress = cache_dir, cache_salt, progress
         self.calls = 0
 
@@ -460,7 +465,7 @@ class _Sampler:
         self.calls += 1
         prompts = [item.prompt for item, _ in rows]
         seeds = [sample_seed(self.config.seed, item.example_id, index) for item, index in rows]
-        outputs = generate_cached(self.model, self.tokenizer, prompts, self.config.settings, seeds,
+        outputs = generate_cached(self.backend, prompts, self.config.settings, seeds,
                                   self.config.batch_size, self.cache_dir, salt=self.cache_salt,
                                   progress=self.progress, desc=f"sampling (pass {self.calls}, to {stop})")
         for (item, _), ids in zip(rows, outputs):
@@ -497,15 +502,16 @@ def _split_pool(items: list[_Question], config: RunConfig, lazy: int) -> tuple[l
     return eager, pool
 
 
-def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Sequence[str],
+def run_consistency(backend, tokenizer, example_ids: Sequence[str], questions: Sequence[str],
                     answers: Sequence[Sequence[str]], config: RunConfig, judge, cache_dir: str | Path | None = None,
                     cache_salt: str = "", progress: bool = False) -> ConsistencyResult:
     """Sample every question, judge, label, pick representatives, select a balanced set and split it.
 
     Paper §2: consistently correct (label 0) / consistently wrong without refusals
     (label 1); the representative is the most frequent normalized answer; a
-    balanced seeded selection is split by question id. ``judge``: an object with
-    ``name`` and ``judge(question, response, aliases) -> Judgement``.
+    balanced seeded selection is split by question id. ``backend``: a generation
+    backend (:mod:`hneurons.backends`); ``tokenizer`` builds the prompts and decodes.
+    ``judge``: an object with ``name`` and ``judge(question, response, aliases) -> Judgement``.
 
     Sampling runs in rounds (``config.checkpoints()``); after each, questions that
     can no longer be labelled are not sampled further (fewer rows; same labels).
@@ -529,7 +535,7 @@ def run_consistency(model, tokenizer, example_ids: Sequence[str], questions: Seq
     items = [_Question(str(i), q, [str(a) for a in ans], chat_prompt_ids(
         tokenizer, fill_question(config.prompt_template, q.strip())))
         for i, q, ans in zip(example_ids, questions, answers)]
-    sampler = _Sampler(model, tokenizer, config, judge, cache_dir, cache_salt, progress)
+    sampler = _Sampler(backend, tokenizer, config, judge, cache_dir, cache_salt, progress)
     selection_seed = sample_seed(config.seed, "sample.select", 0)
     lazy_info: dict[str, Any] = {}
     if config.lazy_majority and len(config.checkpoints()) > 1:

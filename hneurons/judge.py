@@ -31,9 +31,7 @@ environment variable and is only ever sent in the Authorization header, never re
 from __future__ import annotations
 
 import math
-import os
 import re
-import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -946,49 +944,23 @@ class LLMJudge:
     def __init__(self, base_url: str, model: str, api_key: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0, retries: int = 3,
                  backoff: float = 1.0, where: str = "judge"):
+        from hneurons.openai_http import OpenAIEndpoint
+
         if not base_url:
             raise HNeuronsError(f"{where}.base_url: required for the llm judge")
         if not model:
             raise HNeuronsError(f"{where}.model: required for the llm judge")
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.name = f"llm:{model}"
-        self._key = api_key if api_key is not None else os.environ.get(api_key_env, "")
-        self._key_source = "the api_key given" if api_key is not None else (
-            f"${api_key_env}" if self._key else f"${api_key_env}, which is not set")
-        self.timeout, self.retries, self.backoff, self.where = timeout, max(1, retries), backoff, where
+        self.endpoint = OpenAIEndpoint(base_url, api_key, api_key_env, timeout, retries, backoff, where)
+        self.base_url, self.model, self.name = self.endpoint.base_url, model, f"llm:{model}"
+        self.retries, self.where = self.endpoint.retries, where
         self._memo: dict[tuple[str, str, tuple[str, ...]], bool] = {}
 
     def _ask(self, prompt: str) -> str:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         body = {"model": self.model, "temperature": 0, "max_tokens": 5,
                 "messages": [{"role": "user", "content": prompt}]}
-        url = f"{self.base_url}/chat/completions"
-        problem = ""
-        for attempt in range(self.retries):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                reply = httpx.post(url, json=body, headers=headers, timeout=self.timeout)
-            except httpx.HTTPError as exc:
-                problem = f"unreachable ({type(exc).__name__})"
-                continue
-            if reply.status_code == 429 or reply.status_code >= 500:
-                problem = f"HTTP {reply.status_code}"
-                continue
-            if reply.status_code in (401, 403):
-                raise HNeuronsError(f"{self.where}.api_key_env: HTTP {reply.status_code} from {url}: the key "
-                                    f"({self._key_source}) was refused")
-            if reply.status_code != 200:
-                raise HNeuronsError(f"{self.where}.base_url={self.base_url}: HTTP {reply.status_code} "
-                                    f"from {url} (check {self.where}.model and the API key, {self._key_source})")
-            try:
-                return str(reply.json()["choices"][0]["message"]["content"])
-            except (ValueError, KeyError, IndexError, TypeError):
-                problem = "reply is not a chat completion"
-        raise HNeuronsError(f"{self.where}.base_url={self.base_url}: {problem} after {self.retries} tries")
+        return self.endpoint.post("/chat/completions", body,
+                                  lambda reply: str(reply["choices"][0]["message"]["content"]),
+                                  "reply is not a chat completion")
 
     def check(self) -> None:
         """One request to the endpoint; raises the one-line HNeuronsError if it cannot be used."""

@@ -166,7 +166,7 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", device: str = "cpu"
     dtype: one of DTYPES (use float32 on CPU). device: cpu, cuda, cuda:N or mps (weights are loaded
     straight onto it), or auto (``device_map="auto"``: split over the visible GPUs, then the CPU).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -174,7 +174,7 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", device: str = "cpu"
     if dtype not in DTYPES:
         raise HNeuronsError(f"compute.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
     check_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     kwargs = {"dtype": DTYPES[dtype]}
     if device == "auto":
         kwargs["device_map"] = "auto"
@@ -182,6 +182,18 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", device: str = "cpu"
         kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     model.eval()
+    return model, tokenizer
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer of a materialized model directory, as :func:`load_causal_lm` returns it (pad = EOS
+    when the tokenizer has no pad token)."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise HNeuronsError(f"{path}: not a materialized model directory (no config.json); run the model stage")
+    tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from hneurons import compliance as C
 from hneurons.errors import HNeuronsError
+from hneurons.backends import TransformersBackend
 from hneurons.generate import DecodingSettings, chat_prompt_ids, generate_cached, sample_seed
 from hneurons.intervene import NeuronScaler
 
@@ -82,7 +83,7 @@ class Generator:
     def __call__(self, prompts: list[list[int]], settings: DecodingSettings, seeds, neuron_set: NeuronSet,
                  alpha: float, desc: str) -> list[list[int]]:
         effect = "identity" if alpha == 1.0 else f"{neuron_set.digest}:{alpha!r}:{self.config.positions}"
-        return generate_cached(self.model, self.tokenizer, prompts, settings,
+        return generate_cached(TransformersBackend(self.model, self.tokenizer), prompts, settings,
                                None if settings.greedy else seeds, self.config.batch_size, self.config.cache_dir,
                                salt=f"{self.config.salt}:{effect}", progress=True, desc=desc)
 

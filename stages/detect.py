@@ -35,6 +35,7 @@ import pandas as pd
 from hneurons.errors import HNeuronsError
 from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
                              param, run, setup_torch)
+from stages._generation import generation_backend
 
 log = logging.getLogger("detect")
 SECTION = "detect"
@@ -140,9 +141,11 @@ def detect_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
     return rows
 
 
-def judged_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any],
+def judged_responses(backend, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any],
                      salt: str) -> pd.DataFrame:
-    """One judged response per asked question (chunks until min_per_class), balanced: one row per question."""
+    """One judged response per asked question (chunks until min_per_class), balanced: one row per question.
+
+    backend: the generation backend (``compute.backend``)."""
     from hneurons.detect import judge_response, judge_until_full
     from hneurons.generate import chat_prompt_ids, fill_question, generate_cached
     from hneurons.judge import select_balanced
@@ -153,7 +156,7 @@ def judged_responses(model, tokenizer, name: str, questions: list[dict], cfg: di
     def run_chunk(chunk: list[dict]) -> list[dict]:
         prompts = [chat_prompt_ids(tokenizer, fill_question(cfg["prompt"], q["question"])) for q in chunk]
         seeds = [derived_seed(cfg["seed"], f"detect/{name}/{q['example_id']}") for q in chunk]
-        generated = generate_cached(model, tokenizer, prompts, decoding, seeds, cfg["batch_size"],
+        generated = generate_cached(backend, prompts, decoding, seeds, cfg["batch_size"],
                                     cfg["cache_dir"] / "detect", salt=salt, progress=False)
         rows = []
         for question, prompt, ids in zip(chunk, prompts, generated):
@@ -252,6 +255,7 @@ def main(argv: list[str]) -> None:
                             f"{meta['n_layers']} x {meta['d_ffn']}")
     fingerprint = read_fingerprint(model_dir)["fingerprint"]
     model, tokenizer = load_causal_lm(model_dir, cfg["dtype"], cfg["device"])
+    backend, _, _ = generation_backend(params, family, model_dir, model, tokenizer)
     train = probe_training_rows(acts, cfg["labelling"])
     salt = f"{fingerprint}/{cfg['dtype']}{device_tag(cfg['device'])}/detect"
 
@@ -259,7 +263,7 @@ def main(argv: list[str]) -> None:
     for name in cfg["datasets"]:
         questions = detect_questions(name, family, cfg)
         n_pool = len(questions)
-        frame = judged_responses(model, tokenizer, name, questions, cfg, salt)
+        frame = judged_responses(backend, tokenizer, name, questions, cfg, salt)
         frames.append(frame)
         counts = class_counts(frame["label"].tolist(), frame["reason"].tolist())
         counts = {**counts, "n_pool": n_pool, "min_per_class": cfg["min_per_class"][name],
@@ -287,6 +291,7 @@ def main(argv: list[str]) -> None:
     title = (f"{family}: {metrics['n_h_neurons']} H-Neurons, {cfg['table_metric']} on balanced sets "
              f"(faithful/hallucinated: {sizes})")
     plot_table1(results, cfg["table_metric"], title, report_dir / "table1.png")
+    metrics["generation"] = backend.info()
     metrics["machine"] = machine_facts(model, cfg["dtype"])
     write_json(report_dir / "metrics.json", jsonable(metrics))
 

@@ -31,6 +31,7 @@ import numpy as np
 from hneurons.errors import HNeuronsError
 from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
                              param, run, setup_torch)
+from stages._generation import hooked_generation_info
 
 log = logging.getLogger("intervene")
 SECTION = "intervene"
@@ -394,6 +395,7 @@ def main(argv: list[str]) -> None:
     cap_effects, cap_slopes = sweep.paired_effects(cap_rows, cfg["n_boot"], cfg["seed"])
     metrics["capability"]["paired_effects"] = {"by_alpha": cap_effects.to_dict("records"),
                                                "slopes": cap_slopes.to_dict("records")}
+    metrics["generation"] = hooked_generation_info(params, family, model, tokenizer)  # hooks need the model
     metrics["machine"] = machine_facts(model, cfg["dtype"])
     write_json(report_dir / "metrics.json", jsonable(metrics))
     for bench, entry in per_bench.items():

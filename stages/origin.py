@@ -49,6 +49,7 @@ from hneurons.io import atomic_path, jsonable, read_table, write_json, write_par
 from hneurons.machine import machine_facts
 from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
                              param, run, setup_torch)
+from stages._generation import generation_backend
 
 log = logging.getLogger("origin")
 SECTION = "origin"
@@ -144,9 +145,10 @@ def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict
     return rows[:n]
 
 
-def base_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any], salt: str,
+def base_responses(backend, tokenizer, name: str, questions: list[dict], cfg: dict[str, Any], salt: str,
                    lines: origin.LineTokens) -> pd.DataFrame:
-    """Generate, cut at the first newline, judge, label and balance: one row per question.
+    """Generate with the base model's backend (``compute.backend``), cut at the first newline, judge, label
+    and balance: one row per question.
 
     label: 0 = correct (faithful), 1 = wrong (hallucinated), -1 = refusal/empty
     (not used); ``selected`` marks the balanced set.
@@ -156,7 +158,7 @@ def base_responses(model, tokenizer, name: str, questions: list[dict], cfg: dict
 
     prompts = [origin.base_prompt_ids(tokenizer, q["question"]) for q in questions]
     seeds = [derived_seed(cfg["seed"], f"origin/{name}/{q['example_id']}") for q in questions]
-    generated = generate_cached(model, tokenizer, prompts, cfg["decoding"], seeds, cfg["batch_size"],
+    generated = generate_cached(backend, prompts, cfg["decoding"], seeds, cfg["batch_size"],
                                 cfg["cache_dir"] / "origin", salt=salt, progress=True, desc=f"base {name}")
     judge = RuleJudge()
     rows = []
@@ -261,6 +263,8 @@ def main(argv: list[str]) -> None:
                                "base_fingerprint": read_fingerprint(base_dir)["fingerprint"],
                                "instruct_fingerprint": read_fingerprint(instruct_dir)["fingerprint"]}
     table = origin.DriftTable.from_models(base, instruct)
+    cfg["backend"], _, _ = generation_backend(params, family, base_dir, base, tokenizer, role="base")
+    metrics["generation"] = cfg["backend"].info()
     with atomic_path(data_dir) as data_tmp, atomic_path(report_dir) as report_tmp:
         analyse(metrics, table, family, cfg, probe, h, d_ffn, base, tokenizer, acts, meta, data_tmp, report_tmp)
     metrics["machine"] = machine_facts(base, cfg["dtype"])
@@ -282,7 +286,8 @@ def analyse(metrics: dict[str, Any], table: origin.DriftTable, family: str, cfg:
     salt = f"{metrics['base_fingerprint']}/{cfg['dtype']}{device_tag(cfg['device'])}/origin"
     frames, transfer, rows = [], {}, []
     for name in cfg["datasets"]:
-        frame = base_responses(base, tokenizer, name, transfer_questions(name, family, cfg), cfg, salt, lines)
+        frame = base_responses(cfg["backend"], tokenizer, name, transfer_questions(name, family, cfg), cfg, salt,
+                               lines)
         frames.append(frame)
         X, y, dropped = base_features(base, tokenizer, frame, name, meta, cfg)
         counts = {"n_questions": len(frame), "n_correct": int((frame["label"] == 0).sum()),

@@ -66,10 +66,14 @@ SOURCE = {"kind": STR, "path": STR, "name": STR, "config": STR_OR_NULL, "split":
           "data_files": ANY, "package": STR, "version": STR, "sha256": STR, "file": STR, "file_name": STR,
           "chat_template": STR, "parts": LIST, "repo": STR, "dtype": STR}
 JUDGE = {"kind": STR, "base_url": STR, "model": STR, "api_key_env": STR}
+# Generation backend (stages._common.BACKEND_KEYS says which keys each kind takes).
+BACKEND = {"kind": STR, "gpu_memory_utilization": NUM, "max_model_len": INT_OR_NULL, "tensor_parallel_size": INT,
+           "enforce_eager": BOOL, "batch_invariant": BOOL, "base_url": STR, "model": STR, "base_model": STR,
+           "base_model_url": STR, "api_key_env": STR, "concurrency": INT, "timeout": NUM}
 
 SCHEMA: dict[str, Any] = {
     "base": {"seed": INT, "threads": INT, "cache_dir": STR},
-    "compute": {"families": FAMILIES, "device": STR, "dtype": STR},
+    "compute": {"families": FAMILIES, "device": STR, "dtype": STR, "backend": BACKEND},
     "models": NAMED({"family": STR, "role": STR, "source": SOURCE}),
     "datasets": NAMED({"format": STR, "source": SOURCE, "rows": ROWS, "splits": LIST, "templates": STR,
                        "template_row": INT, "reference": STR, "seed": INT, "n_options": INT}),

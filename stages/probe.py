@@ -43,6 +43,7 @@ from hneurons.probe import (LABELLINGS, SOLVERS, L1Probe, check_C_grid, dense_pr
                             random_baselines, save_probe, select_C, stability_selection, training_labels)
 from hneurons.stats import detection_summary, mean_sd
 from stages._common import compute_settings, derived_seed, family_params, load_params, param, run, setup_torch
+from stages._generation import hooked_generation_info
 
 log = logging.getLogger("probe")
 SECTION = "probe"
@@ -361,6 +362,7 @@ def fit_and_write(family: str, params: dict[str, Any], cfg: dict[str, Any], acts
                  "test": {"n_rows": len(test), "n_hallucinated": int(y_test.sum())},
                  "task_questions": len(questions)},
         "chosen_C": selection.best_C, "n_h_neurons": int(h.size), "machine": machine_facts(model, cfg["dtype"]),
+        "generation": hooked_generation_info(params, family, model, tokenizer),  # the task term scales neurons
         "per_mille": 1000.0 * h.size / X.shape[1], "n_negative_weights": int(np.sum(best.coef_[0] < 0)),
         "C_selection": {"criterion": "validation accuracy + greedy task accuracy with H-Neurons at alpha",
                         "alpha": cfg["task"]["alpha"], "task_accuracy_unsuppressed": unsuppressed,

@@ -4,8 +4,11 @@ data/prepared/<dataset>.parquet + models/llm/<family>/instruct/
   -> data/samples/<family>/<dataset>.parquet   (every sample, its judgement, per-question label and split)
   -> reports/sample/<family>/metrics.json
 
-Completed generation batches are kept in <base.cache_dir>/sample/<family>/ (keyed
-by their inputs, not a DVC output), so an interrupted run resumes and gives the
+Generation runs on the engine of ``compute.backend`` (transformers in-process, vLLM, or an
+OpenAI-compatible server); the samples file's metadata ``generation`` records engine, version,
+device, dtype and batch invariance. Completed generation batches are kept in
+<base.cache_dir>/sample/<family>/ (keyed by their inputs and, for engines other than
+transformers, the engine; not a DVC output), so an interrupted run resumes and gives the
 same bytes as an uninterrupted one.
 """
 
@@ -19,6 +22,7 @@ from typing import Any
 
 from hneurons.errors import HNeuronsError
 from stages._common import compute_settings, device_tag, family_params, load_params, param, run, setup_torch
+from stages._generation import generation_backend
 
 log = logging.getLogger("sample")
 
@@ -86,7 +90,6 @@ def main(argv: list[str]) -> None:
     from hneurons import generate as gen
     from hneurons.io import read_json, write_json, write_parquet
     from hneurons.machine import machine_facts
-    from hneurons.models import load_causal_lm
 
     settings = decoding_settings(params)
     dataset = param(params, "sample.dataset")
@@ -111,13 +114,13 @@ def main(argv: list[str]) -> None:
     if hasattr(judge, "check"):
         judge.check()  # an unreachable LLM endpoint fails here, before any sampling
     device, dtype = compute_settings(params, family)
-    model, tokenizer = load_causal_lm(model_dir, dtype, device)
+    backend, tokenizer, model = generation_backend(params, family, model_dir)
     cache_dir = Path(param(params, "base.cache_dir", ".cache/hneurons")) / "sample" / family
     # base.threads is left out of the key on purpose: an execution detail like the CPU model
     # (float rounding may differ between thread counts; a resumed run keeps what was sampled).
     salt = f"{fingerprint['fingerprint']}:{dtype}{device_tag(device)}"
     started = time.perf_counter()
-    result = gen.run_consistency(model, tokenizer, ids, questions, answers, config, judge,
+    result = gen.run_consistency(backend, tokenizer, ids, questions, answers, config, judge,
                                 cache_dir=cache_dir, cache_salt=salt, progress=True)
     elapsed = time.perf_counter() - started
     if result.counts["selected_per_class"] == 0:
@@ -126,10 +129,11 @@ def main(argv: list[str]) -> None:
             f"hallucinated {result.counts['consistent']['hallucinated']}); raise sample.n_questions or lower "
             f"sample.temperature / sample.min_agreement (sampled batches are kept in {cache_dir})")
     metadata = {"family": family, "dataset": dataset, "model_fingerprint": fingerprint["fingerprint"],
-                "decoding": settings.as_dict(), "judge": judge.name, "seed": config.seed,
-                "config": config.as_dict(), "counts": result.counts}
+                "decoding": settings.as_dict(), "generation": backend.info(), "judge": judge.name,
+                "seed": config.seed, "config": config.as_dict(), "counts": result.counts}
     write_parquet(Path("data/samples") / family / f"{dataset}.parquet", result.table, metadata)
-    metrics = dict(result.metrics, questions_without_answers=n_unanswerable, machine=machine_facts(model, dtype))
+    metrics = dict(result.metrics, questions_without_answers=n_unanswerable, generation=backend.info(),
+                   machine=machine_facts(model, dtype))
     write_json(Path("reports/sample") / family / "metrics.json", metrics)
     log.info("%s: %d questions, %d samples, faithful %d / hallucinated %d consistent, %d per class selected, "
              "%.0f s", family, metrics["questions_seen"], metrics["samples_drawn"],

@@ -11,9 +11,10 @@ import pytest
 import torch
 import yaml
 
+from hneurons.backends import TransformersBackend
 from hneurons.errors import HNeuronsError
-from hneurons.generate import (DecodingSettings, RunConfig, chat_prompt_ids, generate, generate_cached,
-                               run_consistency, sample_next, sample_seed, stop_token_ids)
+from hneurons.generate import (DecodingSettings, RunConfig, batch_cache_key, chat_prompt_ids, generate,
+                               generate_cached, run_consistency, sample_next, sample_seed, stop_token_ids)
 from hneurons.judge import RuleJudge
 from pipeline_utils import sharpen as _sharpen
 
@@ -126,16 +127,20 @@ def test_generate_cached_resumes_with_identical_results(model, tok, prompts, tmp
     seeds = [sample_seed(5, str(i), 0) for i in range(len(rows))]
     reference = generate(model, tok, rows, settings, seeds, batch_size=4)
     cache = tmp_path / "cache"
+    backend = TransformersBackend(model, tok)
     # an "interrupted" run that completed the first two batches only
-    partial = generate_cached(model, tok, rows[:8], settings, seeds[:8], 4, cache, salt="m")
+    partial = generate_cached(backend, rows[:8], settings, seeds[:8], 4, cache, salt="m")
     written = sorted(cache.iterdir())
     assert len(written) == 2 and partial == reference[:8]
+    # the transformers backend keeps the keys of the pre-backend cache (existing batches still hit)
+    assert {p.stem for p in written} == {batch_cache_key(rows[i:i + 4], seeds[i:i + 4], settings, "m")
+                                         for i in (0, 4)}
     stamps = {p: p.stat().st_mtime_ns for p in written}
-    resumed = generate_cached(model, tok, rows, settings, seeds, 4, cache, salt="m")
+    resumed = generate_cached(backend, rows, settings, seeds, 4, cache, salt="m")
     assert resumed == reference
     assert len(list(cache.iterdir())) == 3
     assert all(p.stat().st_mtime_ns == stamps[p] for p in written)  # completed batches were reused
-    other = generate_cached(model, tok, rows[:4], settings, seeds[:4], 4, cache, salt="other model")
+    other = generate_cached(backend, rows[:4], settings, seeds[:4], 4, cache, salt="other model")
     assert other == reference[:4] and len(list(cache.iterdir())) == 4  # the salt is part of the key
 
 
@@ -146,7 +151,7 @@ def test_run_consistency_labels_and_outputs(model, tok):
     answers = [["zzzz unmatched"]] * 6
     config = RunConfig(settings=DecodingSettings(n_samples=3, max_new_tokens=6), seed=1, batch_size=5,
                        early_stop_after=(1,), split_fractions={"train": 0.5, "validation": 0.25, "test": 0.25})
-    result = run_consistency(model, tok, ids, questions, answers, config, RuleJudge())
+    result = run_consistency(TransformersBackend(model, tok), tok, ids, questions, answers, config, RuleJudge())
     table = result.table.to_pydict()
     assert table["example_id"][:3] == ["q0"] * 3 and table["sample_index"][:3] == [0, 1, 2]
     assert not any(table["correct"])
@@ -159,7 +164,7 @@ def test_run_consistency_labels_and_outputs(model, tok):
         assert table["example_id"].count(eid) == (1 if eid in first_refused else 3)
     assert result.metrics["samples_drawn"] == len(table["example_id"])
     with pytest.raises(HNeuronsError, match="empty"):
-        run_consistency(model, tok, [], [], [], config, RuleJudge())
+        run_consistency(TransformersBackend(model, tok), tok, [], [], [], config, RuleJudge())
 
 
 def test_run_consistency_selects_balanced_disjoint_splits(model, tok):
@@ -172,7 +177,8 @@ def test_run_consistency_selects_balanced_disjoint_splits(model, tok):
     answers = [[texts[i]] if i % 2 == 0 else ["zzzz unmatched"] for i in range(8)]
     config = RunConfig(settings=settings, seed=3, batch_size=8,
                        split_fractions={"train": 0.5, "validation": 0.25, "test": 0.25})
-    result = run_consistency(model, tok, ids, QUESTIONS * 2, answers, config, RuleJudge())
+    result = run_consistency(TransformersBackend(model, tok), tok, ids, QUESTIONS * 2, answers, config,
+                             RuleJudge())
     table = result.table.to_pydict()
     reps = [i for i, r in enumerate(table["representative"]) if r]
     labelled = {table["example_id"][i]: table["label"][i] for i in reps}
@@ -298,9 +304,9 @@ def _two_faithful_six_hallucinated(model, tok):
 
 def test_lazy_majority_completes_only_what_the_balance_needs(model, tok):
     settings, ids, questions, answers = _two_faithful_six_hallucinated(model, tok)
-    full = run_consistency(model, tok, ids, questions, answers,
+    full = run_consistency(TransformersBackend(model, tok), tok, ids, questions, answers,
                            RunConfig(settings=settings, seed=3, batch_size=2), RuleJudge())
-    lazy = run_consistency(model, tok, ids, questions, answers,
+    lazy = run_consistency(TransformersBackend(model, tok), tok, ids, questions, answers,
                            RunConfig(settings=settings, seed=3, batch_size=2, early_stop_after=(1,),
                                      lazy_majority=True), RuleJudge())
     full_table = full.table.to_pydict()
@@ -321,8 +327,9 @@ def test_lazy_pool_is_reread_at_later_checkpoints_when_one_sample_rules_nothing_
     """min_agreement 2/3: a first wrong sample still allows 'faithful', so the pool fills after sample 2."""
     settings, ids, questions, answers = _two_faithful_six_hallucinated(model, tok)
     config = dict(settings=settings, seed=3, batch_size=2, min_agreement=0.6)
-    full = run_consistency(model, tok, ids, questions, answers, RunConfig(**config), RuleJudge())
-    lazy = run_consistency(model, tok, ids, questions, answers,
+    full = run_consistency(TransformersBackend(model, tok), tok, ids, questions, answers, RunConfig(**config),
+                           RuleJudge())
+    lazy = run_consistency(TransformersBackend(model, tok), tok, ids, questions, answers,
                            RunConfig(**config, early_stop_after=(1, 2), lazy_majority=True), RuleJudge())
     assert full.counts["rows"] == 24
     assert lazy.counts["consistent"] == {"faithful": 2, "hallucinated": 2}

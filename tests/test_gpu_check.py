@@ -43,3 +43,23 @@ def test_smallest_setting_runs_on_cpu_and_writes_every_check(tmp_path):
     assert result["generation"]["transformers"]["tokens"] > 0
     assert result["machine"]["dtype"] == "bfloat16" and result["machine"]["device"] == "cpu"
     assert set(result["generation"]) == {"transformers", "vllm"}
+    assert result["generation"]["transformers"]["info"]["engine"] == "transformers"
+
+
+def test_an_openai_server_is_measured_through_the_backend(tmp_path):
+    from fake_openai import FakeCompletions
+    from hneurons.backends import TransformersBackend
+    from hneurons.generate import stop_token_ids
+    from hneurons.models import load_causal_lm
+
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    model, tokenizer = load_causal_lm(model_dir, "bfloat16")
+    out = tmp_path / "gpu_check.json"
+    with FakeCompletions(TransformersBackend(model, tokenizer), stop_token_ids(model, tokenizer)[0]) as server:
+        status = gpu_check.main(["--model", str(model_dir), "--synthetic", "6", "--device", "cpu",
+                                 "--max-new-tokens", "3", "--threads", "1", "--out", str(out),
+                                 "--openai-url", server.url, "--openai-model", "tiny"])
+        assert len(server.bodies) == 6
+    served = json.loads(out.read_text(encoding="utf-8"))["generation"]["openai"]
+    assert status == 0 and served["info"]["engine"] == "openai" and served["responses"] == 6
+    assert served["tokens"] > 0 and 0.0 <= served["identical_to_transformers"] <= 1.0
