@@ -74,4 +74,11 @@ def test_declared_code_deps_equal_the_import_closure(name):
 
 def test_the_closure_follows_function_level_and_transitive_imports():
     closure = import_closure("stages.report")          # stages/report.py imports hneurons.report inside functions
-    assert {"hneurons/report.py", "hneurons/stats.py", "hneurons/lineage.py"} <= closure
+    assert {"hneurons/report/build.py", "hneurons/stats.py", "hneurons/lineage.py"} <= closure
+
+
+def test_package_directory_deps_are_hashed_without_bytecode():
+    packages = {d for body in STAGES.values() for d in body.get("do", body)["deps"]
+                if isinstance(d, str) and (ROOT / d / "__init__.py").is_file()}
+    assert packages, "no stage depends on a package directory"
+    assert "__pycache__/" in (ROOT / ".dvcignore").read_text(encoding="utf-8").splitlines()
