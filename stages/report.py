@@ -4,7 +4,7 @@ Reads, per family of ``report.families``, the artifacts below (any may be missin
 its section then says "not run"), the params keys the deviations table compares
 (``hneurons.report.setting_keys()`` plus the ``models`` and ``datasets``
 sections) and ``dvc.lock`` (only to name the stage and lock hash of each
-artifact read; see hneurons.report.provenance). Writes
+artifact read; see hneurons.report.sources.provenance). Writes
 
 - ``reports/summary.md``: the report (links ``figures/*.png`` and the origin
   stage's drift strip);

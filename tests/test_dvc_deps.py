@@ -13,8 +13,12 @@ PACKAGES = ("hneurons", "stages")
 
 
 def _module_path(module: str) -> Path | None:
-    path = ROOT / (module.replace(".", "/") + ".py")
-    return path if path.is_file() else None
+    """The file of a repo-local module: ``a/b.py``, or ``a/b/__init__.py`` for a package."""
+    base = ROOT / module.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
 
 
 def _imports(path: Path) -> set[str]:
@@ -30,7 +34,8 @@ def _imports(path: Path) -> set[str]:
 
 
 def import_closure(module: str) -> set[str]:
-    """Repo-relative paths of the .py files ``module`` reaches through repo-local imports (no __init__)."""
+    """Repo-relative paths of the .py files ``module`` reaches through repo-local imports (no __init__; a
+    package's __init__ is followed for its imports)."""
     seen: set[Path] = set()
     todo = [module]
     while todo:
@@ -42,6 +47,19 @@ def import_closure(module: str) -> set[str]:
     return {p.relative_to(ROOT).as_posix() for p in seen if p.name != "__init__.py"}
 
 
+def declared_code(deps: list) -> set[str]:
+    """The .py files a stage's deps name: .py deps, and the .py files (no __init__) of a package directory dep."""
+    files = set()
+    for dep in deps:
+        if not isinstance(dep, str):
+            continue
+        if dep.endswith(".py"):
+            files.add(dep)
+        elif (ROOT / dep / "__init__.py").is_file():
+            files.update(p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py") if p.name != "__init__.py")
+    return files
+
+
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 
 
@@ -49,11 +67,18 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages
 def test_declared_code_deps_equal_the_import_closure(name):
     body = STAGES[name].get("do", STAGES[name])
     module = body["cmd"].split()[2]                      # python -m stages.<name> ...
-    declared = {d for d in body["deps"] if isinstance(d, str) and d.endswith(".py")}
+    declared = declared_code(body["deps"])
     closure = import_closure(module)
     assert closure == declared, f"missing {sorted(closure - declared)}, not imported {sorted(declared - closure)}"
 
 
 def test_the_closure_follows_function_level_and_transitive_imports():
     closure = import_closure("stages.report")          # stages/report.py imports hneurons.report inside functions
-    assert {"hneurons/report.py", "hneurons/stats.py", "hneurons/lineage.py"} <= closure
+    assert {"hneurons/report/build.py", "hneurons/stats.py", "hneurons/lineage.py"} <= closure
+
+
+def test_package_directory_deps_are_hashed_without_bytecode():
+    packages = {d for body in STAGES.values() for d in body.get("do", body)["deps"]
+                if isinstance(d, str) and (ROOT / d / "__init__.py").is_file()}
+    assert packages, "no stage depends on a package directory"
+    assert "__pycache__/" in (ROOT / ".dvcignore").read_text(encoding="utf-8").splitlines()
