@@ -20,7 +20,7 @@ when a file is missing:
 
 Every table names the stage and artifact it came from: the artifact's md5 (the
 hash DVC records for a file) and the producing stage and lock hash from
-``dvc.lock`` via :mod:`hneurons.lineage`.
+``dvc.lock`` via :mod:`hneurons.dvc_lock`.
 
 Paper numbers below are copied from ../shared/paper.md (arXiv 2512.01797 v2):
 Table 1 is text [P]; Fig. 3 and Fig. 4 values were read off the figures by pixel
@@ -293,11 +293,12 @@ def provenance(path: str, root: Path, lock: Mapping[str, Any] | None) -> dict[st
     """Where an artifact came from: ``{path, md5, stage, lock_output, lock_hash, lock_status}``.
 
     path: repo-relative POSIX path of an existing file; lock: parsed ``dvc.lock``
-    (``hneurons.lineage.load_lock``) or None. ``lock_status``: ``matches`` (the file
+    (``hneurons.dvc_lock.load_lock``) or None. ``lock_status``: ``matches`` (the file
     is a locked output with this md5), ``inside <dir>`` (a file of a locked
     directory output), ``differs`` (stale lock or edited file) or ``not in dvc.lock``.
     """
-    from hneurons.lineage import find_producer, md5_of
+    from hneurons.dvc_lock import find_producer
+    from hneurons.workspace_state import md5_of
 
     md5 = md5_of(root / path)
     found = find_producer(lock, path) if lock else None
@@ -1132,7 +1133,7 @@ def build_report(root: Path, families: Sequence[FamilyPaths], settings: Mapping[
 
     families: artifact paths per family (report order); settings: ``{dotted key:
     value}`` of the params compared in the deviations table (see :func:`deviations`);
-    lock: parsed ``dvc.lock`` (``hneurons.lineage.load_lock``) or None.
+    lock: parsed ``dvc.lock`` (``hneurons.dvc_lock.load_lock``) or None.
     """
     inputs = Inputs(root, lock)
     rows = deviations(settings)
