@@ -3,7 +3,7 @@
 Measures, on models/llm/<family>/base (and .../instruct when it exists):
 - seconds per optimizer step (wall and process CPU, median of --steps after one
   warm-up step) of the frozen-embedding full fine-tune with the LM head applied
-  only at response positions (``tune.response_loss``, what the stage does)
+  only at response positions (``tune_train.response_loss``, what the stage does)
   against full-sequence logits (the naive loss), on batches of real instruction
   examples (``--batch`` rows);
 - the same forward pass with OMP_WAIT_POLICY unset vs PASSIVE is not measured
@@ -54,17 +54,17 @@ def full_logit_loss(model, batch):
 def step_times(model, encoded, loss_fn, steps: int, batch_size: int, length_group: int = 1) -> dict:
     import torch
 
-    from hneurons import tune
+    from hneurons import tune_train
 
-    trainable = tune.freeze_embeddings(model)
+    trainable = tune_train.freeze_embeddings(model)
     optimizer = torch.optim.AdamW(trainable, lr=1e-6)
     model.train()
     lengths = [len(ids) for ids in encoded.ids]
-    order = list(tune.batch_order(len(encoded), batch_size, steps + 1, seed=0, lengths=lengths,
-                                  length_group=length_group))
+    order = list(tune_train.batch_order(len(encoded), batch_size, steps + 1, seed=0, lengths=lengths,
+                                        length_group=length_group))
     walls, cpus = [], []
     for index, rows in enumerate(order):
-        batch = tune.collate(encoded, rows, pad_id=0)
+        batch = tune_train.collate(encoded, rows, pad_id=0)
 
         def one_step():
             loss = loss_fn(model, batch)
@@ -96,7 +96,7 @@ def main() -> None:
 
     import torch
 
-    from hneurons import origin, tune
+    from hneurons import origin, tune, tune_train
     from hneurons.models import load_causal_lm
 
     torch.set_num_threads(args.threads)
@@ -112,12 +112,12 @@ def main() -> None:
     else:
         examples = [tune.Example("trivia", str(i), f"Which city is number {i} on the list?", "Paris", ("Paris",),
                                  "train") for i in range(64)]
-    encoded = tune.encode_examples(tokenizer, examples, 256)
+    encoded = tune_train.encode_examples(tokenizer, examples, 256)
     lengths = sorted(len(ids) for ids in encoded.ids)
     result = {"family": args.family, "threads": args.threads, "batch": args.batch,
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
               "median_example_tokens": lengths[len(lengths) // 2]}
-    head_loss = lambda m, b: tune.response_loss(m, b)[0]  # noqa: E731
+    head_loss = lambda m, b: tune_train.response_loss(m, b)[0]  # noqa: E731
     result["response_only_head"] = step_times(model, encoded, head_loss, args.steps, args.batch)
     result["response_only_head_grouped"] = step_times(model, encoded, head_loss, args.steps, args.batch,
                                                       args.length_group)

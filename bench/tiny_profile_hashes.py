@@ -36,7 +36,7 @@ def file_md5(path: Path) -> str:
 
 def output_files(repo: Path) -> dict[str, str]:
     """{path: md5} of every file inside every output that dvc.lock records, sorted."""
-    from hneurons.lineage import lock_output_hashes
+    from hneurons.dvc_lock import lock_output_hashes
 
     hashes: dict[str, str] = {}
     for out in lock_output_hashes(repo / "dvc.lock"):

@@ -1,5 +1,6 @@
-"""Instruction-tune a base model into its instruct twin on CPU (paper §4 needs a
-base/instruct pair; none with a matched base ships on PyPI, see tune-notes.md).
+"""The instruction set that tunes a base model into its instruct twin (paper §4 needs a
+base/instruct pair; none with a matched base ships on PyPI). Training on it:
+:mod:`hneurons.tune_train`; the behaviour check of the result: :mod:`hneurons.tune_check`.
 
 Instruction set (seeded, documented, disjoint from every evaluation question):
 
@@ -31,29 +32,20 @@ seed; the first min(``n_check``, ``check_before_train``) items are held out for
 the behaviour check, the next ``n_train`` are trained on, and the check takes the
 rest of its ``n_check`` items from after the training block (see
 :func:`build_instruction_set`).
-
-Training: full fine-tuning with the input embeddings and LM head frozen (gives
-per-neuron, full-rank drift; LoRA would confine each layer's change to rank r),
-loss on the response tokens only (everything after the chat template's
-generation prompt, end-of-turn included), AdamW, linear warm-up then constant
-learning rate, gradient clipping, a fixed number of steps over seeded epoch
-permutations, right-padded batches.
 """
 
 from __future__ import annotations
 
-import math
+import csv
 import random
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator, Sequence
-
-import numpy as np
-import torch
-from tqdm import tqdm
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 from hneurons.errors import HNeuronsError
-from hneurons.judge import RuleJudge, is_refusal, normalize
+from hneurons.io import read_table
+from hneurons.judge import normalize
 
 KINDS = ("trivia", "premise", "refusal", "abstain")
 SAMPLING_SUFFIX = " Respond with the answer only, without any explanation."
@@ -266,9 +258,9 @@ def build_instruction_set(trivia: Sequence[dict], premise: Sequence[dict], harmf
     for offset, kind in enumerate(KINDS):
         pool = candidates[kind]
         block = n_abstain if kind == "abstain" else len(pool)
-        kept = [c for c in pool[:block] if normalize(_question_of(c[1])) not in excluded_questions]
+        kept = [c for c in pool[:block] if normalize(question_of(c[1])) not in excluded_questions]
         random.Random(seed + 7919 * (offset + 1)).shuffle(kept)
-        kept += [c for c in pool[block:] if normalize(_question_of(c[1])) not in excluded_questions]
+        kept += [c for c in pool[block:] if normalize(question_of(c[1])) not in excluded_questions]
         n_ahead, n_train, wanted = ahead[kind], int(sizes[kind]), counts[kind]
         need = n_ahead + n_train
         if len(kept) < need:
@@ -276,12 +268,12 @@ def build_instruction_set(trivia: Sequence[dict], premise: Sequence[dict], harmf
                                 f"excluding evaluation questions; need {need} (with {n_ahead} held out)")
         train = kept[n_ahead:need]
         check = kept[:n_ahead]
-        seen = {normalize(_question_of(c[1])) for c in train + check}
+        seen = {normalize(question_of(c[1])) for c in train + check}
         duplicates = 0
         for candidate in kept[need:]:
             if len(check) >= wanted:
                 break
-            key = normalize(_question_of(candidate[1]))
+            key = normalize(question_of(candidate[1]))
             if key in seen:
                 duplicates += 1
                 continue
@@ -304,7 +296,8 @@ def build_instruction_set(trivia: Sequence[dict], premise: Sequence[dict], harmf
     return examples, summary
 
 
-def _question_of(prompt: str) -> str:
+def question_of(prompt: str) -> str:
+    """A prompt without the sampling suffix (the question as asked)."""
     return prompt[: -len(SAMPLING_SUFFIX)] if prompt.endswith(SAMPLING_SUFFIX) else prompt
 
 
@@ -316,314 +309,75 @@ def examples_frame(examples: Sequence[Example]):
     return pd.DataFrame(rows, columns=["kind", "source_id", "prompt", "response", "answers", "split"])
 
 
-# ------------------------------------------------------------------ encoding
+# ------------------------------------------------------------------ sources (prepared tables, AdvBench)
 
-def encode_example(tokenizer, prompt: str, response: str) -> tuple[list[int], int]:
-    """(ids of the full chat, index where the response starts) under the tokenizer's template.
+PREPARED = Path("data/prepared")
 
-    The response part is everything after the generation prompt (the model's turn
-    header), including the template's end-of-turn marker. The chat of the user
-    turn alone must be a prefix of the full chat; otherwise the template cannot
-    mark response tokens and a one-line error says so.
+
+def read_prepared(name: str) -> list[dict]:
+    """Rows of data/prepared/<name>.parquet as dicts."""
+    path = PREPARED / f"{name}.parquet"
+    if not path.is_file():
+        raise HNeuronsError(f"{path}: not found; run prepare@{name}")
+    return read_table(path).to_pylist()
+
+
+def harmful_requests(path: Path) -> list[dict]:
+    """AdvBench harmful_behaviors.csv (column ``goal``) as prepared-style records."""
+    if not path.is_file():
+        raise HNeuronsError(f"tune.harmful: {path} not found")
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "goal" not in rows[0]:
+        raise HNeuronsError(f"tune.harmful: {path} has no 'goal' column")
+    return [{"example_id": f"advbench_{i:03d}", "question": r["goal"], "answers": []} for i, r in enumerate(rows)]
+
+
+def instruction_sources(cfg: dict[str, Any]) -> tuple[list[dict], list[dict], list[dict], list[str], list[str]]:
+    """(trivia, premise, harmful, eval_questions, eval_texts) for :func:`build_instruction_set`.
+
+    cfg: the tune stage's config (``trivia_dataset``, ``trivia_rows`` [start, stop],
+    ``premise_dataset``, ``eval_datasets``, ``harmful`` path). Evaluation questions
+    are every row of every ``eval_datasets`` table except the rows the instruction
+    set itself takes (by table and row), so a tuning row never excludes itself
+    while any other use of its question does.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        raise HNeuronsError("the base tokenizer has no chat template; give the base model spec a chat_template")
-    user = [{"role": "user", "content": prompt}]
-    head = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-    full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": response}],
-                                         tokenize=True, return_dict=True)["input_ids"]
-    head, full = [int(i) for i in head], [int(i) for i in full]
-    if full[: len(head)] != head or len(full) <= len(head):
-        raise HNeuronsError("chat template: the user turn + generation prompt is not a prefix of the full chat")
-    return full, len(head)
+    tables = {name: read_prepared(name) for name in sorted(set(cfg["eval_datasets"])
+                                                       | {cfg["trivia_dataset"], cfg["premise_dataset"]})}
+    start, stop = cfg["trivia_rows"]
+    trivia_table = tables[cfg["trivia_dataset"]]
+    if stop > len(trivia_table):
+        raise HNeuronsError(f"tune.trivia.rows={cfg['trivia_rows']}: data/prepared/"
+                            f"{cfg['trivia_dataset']}.parquet has {len(trivia_table)} rows")
+    trivia = [{**row, "example_id": f"{cfg['trivia_dataset']}_row{start + i}"}
+              for i, row in enumerate(trivia_table[start:stop])]
+    premise = [r for r in tables[cfg["premise_dataset"]] if r.get("split") == "train" and r.get("label") == 1]
+    taken = {(cfg["trivia_dataset"], i) for i in range(start, stop)}
+    taken |= {(cfg["premise_dataset"], i) for i, r in enumerate(tables[cfg["premise_dataset"]])
+              if r.get("split") == "train" and r.get("label") == 1}
+    questions, texts = [], []
+    for name in cfg["eval_datasets"]:
+        for index, row in enumerate(tables[name]):
+            texts.append(row["question"])
+            texts.extend(row.get("answers") or [])
+            if row.get("entity"):
+                texts.append(row["entity"])
+            if (name, index) not in taken:
+                questions.append(row["question"])
+    return trivia, premise, harmful_requests(cfg["harmful"]), questions, texts
 
 
-@dataclass
-class Encoded:
-    """Token ids and response start of each training example."""
-
-    ids: list[list[int]]
-    starts: list[int]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def encode_examples(tokenizer, examples: Sequence[Example], max_length: int) -> Encoded:
-    """Encode examples; one longer than ``max_length`` tokens is a one-line error naming it."""
-    ids, starts = [], []
-    for example in examples:
-        full, start = encode_example(tokenizer, example.prompt, example.response)
-        if len(full) > max_length:
-            raise HNeuronsError(f"tune.max_length={max_length}: {example.kind} example {example.source_id} "
-                                f"has {len(full)} tokens")
-        ids.append(full)
-        starts.append(start)
-    return Encoded(ids, starts)
-
-
-def collate(encoded: Encoded, rows: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, labels (int64[b, t]; -100 off the response)."""
-    width = max(len(encoded.ids[r]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for b, r in enumerate(rows):
-        seq = torch.tensor(encoded.ids[r], dtype=torch.long)
-        ids[b, : seq.numel()] = seq
-        mask[b, : seq.numel()] = 1
-        labels[b, encoded.starts[r]: seq.numel()] = seq[encoded.starts[r]:]
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def batch_order(n_examples: int, batch_size: int, steps: int, seed: int,
-                lengths: Sequence[int] | None = None, length_group: int = 1) -> Iterator[list[int]]:
-    """``steps`` batches of ``batch_size`` row indices walking seeded epoch permutations.
-
-    With ``length_group`` g > 1 (and ``lengths``, tokens per example), each run of g
-    consecutive batches of that walk is re-cut by length: its g * batch_size rows
-    sorted by token count (ties keep walk order), split into g batches, those
-    batches yielded in a seeded random order. Every row still comes once per
-    epoch; a batch holds rows of similar length, so right padding shrinks
-    (Gemma-3-270M instruction set, g = 8: padded tokens per batch of 8 418 -> 312).
-    """
-    if length_group > 1 and (lengths is None or len(lengths) != n_examples):
-        raise HNeuronsError(f"tune.length_group={length_group}: needs one token count per example")
-    group = length_group if length_group > 1 else 1
-    rng = np.random.default_rng(seed)
-    queue: list[int] = []
-    ready: list[list[int]] = []
-    for _ in range(steps):
-        if not ready:
-            while len(queue) < batch_size * group:
-                queue.extend(rng.permutation(n_examples).tolist())
-            chunk, queue = queue[: batch_size * group], queue[batch_size * group:]
-            if group > 1:
-                chunk = sorted(chunk, key=lambda row: lengths[row])
-            ready = [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
-            if group > 1:
-                ready = [ready[i] for i in rng.permutation(len(ready))]
-        yield ready.pop(0)
-
-
-# ------------------------------------------------------------------ training
-
-@dataclass(frozen=True)
-class TuneSettings:
-    """Optimisation settings (all from params). lr in 1/step units of AdamW; steps and
-    warmup_steps in optimizer steps; max_grad_norm 0 disables clipping; length_group:
-    batches per length-sorted group of ``batch_order`` (1 = plain shuffled batches)."""
-
-    steps: int = 300
-    batch_size: int = 8
-    lr: float = 2e-5
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    length_group: int = 1
-
-    def validate(self, where: str = "tune") -> "TuneSettings":
-        checks = [
-            ("steps", isinstance(self.steps, int) and self.steps >= 1, "an integer >= 1"),
-            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
-            ("lr", isinstance(self.lr, (int, float)) and self.lr > 0, "> 0"),
-            ("warmup_steps", isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "an integer >= 0"),
-            ("weight_decay", isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, ">= 0"),
-            ("max_grad_norm", isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm >= 0, ">= 0"),
-            ("length_group", isinstance(self.length_group, int) and self.length_group >= 1, "an integer >= 1"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise HNeuronsError(f"{where}.{name}={getattr(self, name)!r}: expected {expected}")
-        return self
-
-
-def freeze_embeddings(model) -> list[torch.nn.Parameter]:
-    """Freeze input embeddings and LM head (tied or not); return the parameters left trainable."""
-    frozen = {id(model.get_input_embeddings().weight)}
-    head = model.get_output_embeddings()
-    if head is not None:
-        frozen.add(id(head.weight))
-    trainable = []
-    for parameter in model.parameters():
-        if id(parameter) in frozen:
-            parameter.requires_grad_(False)
-        else:
-            parameter.requires_grad_(True)
-            trainable.append(parameter)
-    return trainable
-
-
-def learning_rate(step: int, settings: TuneSettings) -> float:
-    """Linear warm-up over ``warmup_steps`` (step is 0-based), then constant ``lr``."""
-    if settings.warmup_steps and step < settings.warmup_steps:
-        return settings.lr * (step + 1) / settings.warmup_steps
-    return settings.lr
-
-
-def response_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(mean cross-entropy over response tokens, their count) for a collated batch.
-
-    The LM head (and Gemma's final logit soft-capping) is applied only at the
-    positions that predict a response token: with a 262k vocabulary, full-sequence
-    logits would cost more than the decoder itself.
-    """
-    from hneurons.models import input_device
-
-    device = input_device(model)
-    decoder = model.get_decoder()
-    hidden = decoder(input_ids=batch["input_ids"].to(device),
-                     attention_mask=batch["attention_mask"].to(device)).last_hidden_state
-    targets = batch["labels"][:, 1:].to(hidden.device)
-    keep = targets != -100
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    n_tokens = int(keep.sum())
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum") / n_tokens
-    return loss, n_tokens
-
-
-def train(model, encoded: Encoded, settings: TuneSettings, pad_id: int, progress: bool = True) -> list[dict]:
-    """Fine-tune ``model`` in place; returns the loss curve, one dict per step.
-
-    Each entry: step (1-based), loss (mean cross-entropy per response token of the
-    batch, nats), lr, n_tokens (response tokens in the batch).
-    """
-    settings.validate()
-    if len(encoded) == 0:
-        raise HNeuronsError("tune: no training examples")
-    torch.manual_seed(settings.seed)
-    trainable = freeze_embeddings(model)
-    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
-    model.train()
-    curve = []
-    order = batch_order(len(encoded), settings.batch_size, settings.steps, settings.seed,
-                        lengths=[len(ids) for ids in encoded.ids], length_group=settings.length_group)
-    bar = tqdm(order, total=settings.steps, desc="tune", unit="step", disable=not progress)
-    for step, rows in enumerate(bar):
-        lr = learning_rate(step, settings)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = collate(encoded, rows, pad_id)
-        loss, n_tokens = response_loss(model, batch)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise HNeuronsError(f"tune: loss became {value} at step {step + 1}; lower tune.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if settings.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
-        optimizer.step()
-        curve.append({"step": step + 1, "loss": value, "lr": lr, "n_tokens": n_tokens})
-        bar.set_postfix(loss=f"{value:.3f}")
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    return curve
-
-
-def plot_loss(curve: Sequence[dict], title: str, path) -> None:
-    """Loss per step and its 20-step moving average, written as a PNG (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hneurons.io import atomic_path
-
-    steps = np.array([c["step"] for c in curve])
-    loss = np.array([c["loss"] for c in curve])
-    window = min(20, len(loss))
-    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=120)
-    ax.plot(steps, loss, color="#95a5a6", linewidth=0.8, label="per step")
-    ax.plot(steps[window - 1:], smooth, color="#2c3e50", linewidth=1.5, label=f"{window}-step mean")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats / response token)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------ behaviour check
-
-def greedy_responses(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 16,
-                     progress: bool = True) -> list[tuple[str, bool]]:
-    """Greedy chat responses: (text without special tokens, stopped on an EOS/end-of-turn id) per prompt."""
-    from hneurons.models import input_device
-
-    eos = model.generation_config.eos_token_id
-    stops = sorted({int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos]) if i is not None}
-                   | ({int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    out: list[tuple[str, bool]] = []
-    starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="check", unit="batch", disable=not progress):
-        chunk = prompts[start: start + batch_size]
-        encoded = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                 tokenize=True, return_dict=True)["input_ids"] for p in chunk]
-        width = max(len(e) for e in encoded)
-        ids = torch.tensor([[pad_id] * (width - len(e)) + list(e) for e in encoded], dtype=torch.long)
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], dtype=torch.long)
-        with torch.no_grad():
-            generated = model.generate(input_ids=ids.to(input_device(model)), attention_mask=mask.to(input_device(model)),
-                                       do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                                       pad_token_id=pad_id)
-        for row in generated[:, width:].tolist():
-            cut = next((i for i, t in enumerate(row) if t in stops), None)
-            body = row if cut is None else row[:cut]
-            out.append((tokenizer.decode(body, skip_special_tokens=True).strip(), cut is not None))
-    return out
-
-
-def behaviour_check(model, tokenizer, examples: Sequence[Example], max_new_tokens: int = 48,
-                    max_words: int = 40, progress: bool = True, sources: dict[str, dict] | None = None,
-                    batch_size: int = 16) -> tuple[dict, list[dict]]:
-    """Greedy responses on the held-out ``check`` examples, scored per kind.
-
-    format_ok: the response ended its turn, is non-empty, has at most ``max_words``
-    words and does not restate the prompt. trivia_correct: the rule judge (whole-word
-    alias) accepts it. refused / abstained: the refusal detector fires
-    (judge.is_refusal), on harmful requests and made-up entities respectively; for
-    trivia the same detector gives the over-refusal rate. ``sources`` (kind ->
-    fields such as dataset and rows) is copied into each kind's metrics;
-    ``batch_size``: prompts per generate call. Returns (metrics per kind, one
-    record per response).
-    """
-    held = [e for e in examples if e.split == "check"]
-    responses = greedy_responses(model, tokenizer, [e.prompt for e in held], max_new_tokens, batch_size,
-                                 progress=progress)
-    judge = RuleJudge()
-    records = []
-    for example, (text, stopped) in zip(held, responses):
-        words = len(text.split())
-        restates = normalize(_question_of(example.prompt)) in normalize(text) if text else False
-        record = {"kind": example.kind, "source_id": example.source_id, "prompt": example.prompt,
-                  "response": text, "stopped": stopped,
-                  "format_ok": bool(stopped and 0 < words <= max_words and not restates),
-                  "refusal": is_refusal(text)}
-        if example.kind == "trivia":
-            record["correct"] = judge.judge(example.prompt, text, example.answers).correct
-        records.append(record)
-    metrics: dict[str, Any] = {}
-    for kind in KINDS:
-        rows = [r for r in records if r["kind"] == kind]
-        if not rows:
-            continue
-        entry = {**(sources or {}).get(kind, {}), "n": len(rows), "format_ok": _share(r["format_ok"] for r in rows),
-                 "refusal_rate": _share(r["refusal"] for r in rows)}
-        if kind == "trivia":
-            entry["correct"] = _share(r["correct"] for r in rows)
-        metrics[kind] = entry
-    return metrics, records
-
-
-def _share(flags: Iterable[bool]) -> float:
-    values = [bool(f) for f in flags]
-    return float(sum(values) / len(values)) if values else math.nan
+def check_sources(cfg: dict[str, Any], built: dict[str, dict]) -> dict[str, dict]:
+    """Per kind: the source of its check items (dataset and rows / split / file) and the check counts."""
+    start, stop = cfg["trivia_rows"]
+    sources = {
+        "trivia": {"dataset": cfg["trivia_dataset"], "rows": [start, stop]},
+        "premise": {"dataset": cfg["premise_dataset"], "split": "train", "label": 1},
+        "refusal": {"dataset": "advbench", "file": str(cfg["harmful"])},
+        "abstain": {"dataset": "generated", "generator": "hneurons.tune.made_up_entities"},
+    }
+    for kind, entry in sources.items():
+        entry["n_requested"] = built[kind]["check_requested"]
+        if "check_short" in built[kind]:
+            entry["short"] = built[kind]["check_short"]
+    return sources

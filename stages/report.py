@@ -89,7 +89,7 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError("usage: python -m stages.report (no arguments; families from report.families)")
     params = load_params()
     setup_runtime(params)
-    from hneurons.lineage import load_lock
+    from hneurons.dvc_lock import load_lock
     from hneurons.report import build_report
 
     families = read_families(params)

@@ -33,20 +33,17 @@ import os
 # 2 cores, spinning made a 2-thread forward pass ~5x slower than 1 thread (measured).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import csv  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 
-from hneurons import tune  # noqa: E402
+from hneurons import tune, tune_check, tune_train  # noqa: E402
 from hneurons.errors import HNeuronsError  # noqa: E402
 from hneurons.machine import machine_facts  # noqa: E402
-from hneurons.io import dumps_json, read_table, sha256_bytes, write_json, write_parquet, write_text  # noqa: E402
+from hneurons.io import write_json, write_parquet  # noqa: E402
 from hneurons.materialize import read_fingerprint, save_model_dir  # noqa: E402
 from hneurons.models import load_causal_lm  # noqa: E402
 from stages._common import compute_settings, family_params, load_params, param, run, setup_torch  # noqa: E402
@@ -65,10 +62,10 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
     sizes = p("sizes")
     if not isinstance(sizes, dict) or any(not isinstance(sizes.get(k), int) or sizes[k] < 0 for k in tune.KINDS):
         raise HNeuronsError(f"{SECTION}.sizes: expected integers >= 0 for {', '.join(tune.KINDS)}")
-    settings = tune.TuneSettings(steps=p("steps"), batch_size=p("batch_size"), lr=p("lr"),
-                                 warmup_steps=p("warmup_steps"), weight_decay=p("weight_decay"),
-                                 max_grad_norm=p("max_grad_norm"), length_group=p("length_group"),
-                                 seed=int(param(params, "base.seed")))
+    settings = tune_train.TuneSettings(steps=p("steps"), batch_size=p("batch_size"), lr=p("lr"),
+                                       warmup_steps=p("warmup_steps"), weight_decay=p("weight_decay"),
+                                       max_grad_norm=p("max_grad_norm"), length_group=p("length_group"),
+                                       seed=int(param(params, "base.seed")))
     settings.validate(SECTION)
     n_check = tune.check_counts(p("n_check"), f"{SECTION}.n_check")
     before = p("check_before_train")
@@ -87,78 +84,6 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def prepared(name: str) -> list[dict]:
-    """Rows of data/prepared/<name>.parquet as dicts."""
-    path = Path("data/prepared") / f"{name}.parquet"
-    if not path.is_file():
-        raise HNeuronsError(f"{path}: not found; run prepare@{name}")
-    return read_table(path).to_pylist()
-
-
-def harmful_requests(path: Path) -> list[dict]:
-    """AdvBench harmful_behaviors.csv (column ``goal``) as prepared-style records."""
-    if not path.is_file():
-        raise HNeuronsError(f"{SECTION}.harmful: {path} not found")
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or "goal" not in rows[0]:
-        raise HNeuronsError(f"{SECTION}.harmful: {path} has no 'goal' column")
-    return [{"example_id": f"advbench_{i:03d}", "question": r["goal"], "answers": []} for i, r in enumerate(rows)]
-
-
-def sources(cfg: dict[str, Any]) -> tuple[list[dict], list[dict], list[dict], list[str], list[str]]:
-    """(trivia, premise, harmful, eval_questions, eval_texts).
-
-    Evaluation questions are every row of every ``eval_datasets`` table except
-    the rows the instruction set itself takes (by table and row), so a tuning row
-    never excludes itself while any other use of its question does.
-    """
-    tables = {name: prepared(name) for name in sorted(set(cfg["eval_datasets"])
-                                                       | {cfg["trivia_dataset"], cfg["premise_dataset"]})}
-    start, stop = cfg["trivia_rows"]
-    trivia_table = tables[cfg["trivia_dataset"]]
-    if stop > len(trivia_table):
-        raise HNeuronsError(f"{SECTION}.trivia.rows={cfg['trivia_rows']}: data/prepared/"
-                            f"{cfg['trivia_dataset']}.parquet has {len(trivia_table)} rows")
-    trivia = [{**row, "example_id": f"{cfg['trivia_dataset']}_row{start + i}"}
-              for i, row in enumerate(trivia_table[start:stop])]
-    premise = [r for r in tables[cfg["premise_dataset"]] if r.get("split") == "train" and r.get("label") == 1]
-    taken = {(cfg["trivia_dataset"], i) for i in range(start, stop)}
-    taken |= {(cfg["premise_dataset"], i) for i, r in enumerate(tables[cfg["premise_dataset"]])
-              if r.get("split") == "train" and r.get("label") == 1}
-    questions, texts = [], []
-    for name in cfg["eval_datasets"]:
-        for index, row in enumerate(tables[name]):
-            texts.append(row["question"])
-            texts.extend(row.get("answers") or [])
-            if row.get("entity"):
-                texts.append(row["entity"])
-            if (name, index) not in taken:
-                questions.append(row["question"])
-    return trivia, premise, harmful_requests(cfg["harmful"]), questions, texts
-
-
-def check_sources(cfg: dict[str, Any], built: dict[str, dict]) -> dict[str, dict]:
-    """Per kind: the source of its check items (dataset and rows / split / file) and the check counts."""
-    start, stop = cfg["trivia_rows"]
-    sources = {
-        "trivia": {"dataset": cfg["trivia_dataset"], "rows": [start, stop]},
-        "premise": {"dataset": cfg["premise_dataset"], "split": "train", "label": 1},
-        "refusal": {"dataset": "advbench", "file": str(cfg["harmful"])},
-        "abstain": {"dataset": "generated", "generator": "hneurons.tune.made_up_entities"},
-    }
-    for kind, entry in sources.items():
-        entry["n_requested"] = built[kind]["check_requested"]
-        if "check_short" in built[kind]:
-            entry["short"] = built[kind]["check_short"]
-    return sources
-
-
-def write_curve(path: Path, curve: list[dict]) -> None:
-    lines = ["step,loss,lr,n_tokens"] + [f"{c['step']},{c['loss']:.6f},{c['lr']:.6g},{c['n_tokens']}" for c in curve]
-    write_text(path, "\n".join(lines) + "\n")
-
-
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.tune FAMILY")
@@ -167,16 +92,15 @@ def main(argv: list[str]) -> None:
     setup_torch(params)
     cfg = read_config(params)
     cfg["device"], cfg["dtype"] = compute_settings(params, family)
-    base_dir = Path("models/llm") / family / "base"
-    out_dir = Path("models/llm") / family / "instruct"
+    base_dir, out_dir = Path("models/llm") / family / "base", Path("models/llm") / family / "instruct"
     data_dir, report_dir = Path("data/tune") / family, Path("reports/tune") / family
     base_fp = read_fingerprint(base_dir)
 
-    trivia, premise, harmful, questions, texts = sources(cfg)
+    trivia, premise, harmful, questions, texts = tune.instruction_sources(cfg)
     examples, built = tune.build_instruction_set(trivia, premise, harmful, questions, texts, cfg["sizes"],
                                                  cfg["n_check"], cfg["settings"].seed, cfg["suffix_share"],
                                                  cfg["check_before_train"])
-    described = check_sources(cfg, built)
+    described = tune.check_sources(cfg, built)
     for kind, entry in built.items():
         if "check_short" in entry:
             log.warning("%s: check %s: %s", family, kind, entry["check_short"])
@@ -187,42 +111,36 @@ def main(argv: list[str]) -> None:
 
     model, tokenizer = load_causal_lm(base_dir, cfg["dtype"], cfg["device"])
     train_set = [e for e in examples if e.split == "train"]
-    encoded = tune.encode_examples(tokenizer, train_set, cfg["max_length"])
+    encoded = tune_train.encode_examples(tokenizer, train_set, cfg["max_length"])
     metrics: dict[str, Any] = {"family": family, "instruction_set": built,
                                "train_tokens": sum(len(i) - s for i, s in zip(encoded.ids, encoded.starts))}
     records: list[dict] = []
+    check_args = {"max_new_tokens": cfg["check_max_new_tokens"], "sources": described,
+                  "batch_size": cfg["check_batch_size"]}
     if cfg["include_base"]:
         started = time.perf_counter()
-        metrics["check_base"], base_records = tune.behaviour_check(model, tokenizer, examples,
-                                                                   cfg["check_max_new_tokens"], sources=described,
-                                                                   batch_size=cfg["check_batch_size"])
+        metrics["check_base"], base_records = tune_check.behaviour_check(model, tokenizer, examples, **check_args)
         records += [{"model": "base", **r} for r in base_records]
         log.info("%s: base check, %d prompts in %.1f s", family, len(base_records), time.perf_counter() - started)
 
     started = time.perf_counter()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    curve = tune.train(model, encoded, cfg["settings"], pad_id)
+    curve = tune_train.train(model, encoded, cfg["settings"], pad_id)
     log.info("%s: %d steps in %.1f s, final loss %.4f", family, len(curve), time.perf_counter() - started,
              curve[-1]["loss"])
     started = time.perf_counter()
-    metrics["check_instruct"], twin_records = tune.behaviour_check(model, tokenizer, examples,
-                                                                   cfg["check_max_new_tokens"], sources=described,
-                                                                   batch_size=cfg["check_batch_size"])
+    metrics["check_instruct"], twin_records = tune_check.behaviour_check(model, tokenizer, examples, **check_args)
     records += [{"model": "instruct", **r} for r in twin_records]
     log.info("%s: twin check, %d prompts in %.1f s", family, len(twin_records), time.perf_counter() - started)
-    tail = curve[-min(20, len(curve)):]
-    metrics["loss"] = {"first": curve[0]["loss"], "last": curve[-1]["loss"],
-                       "mean_last_20": sum(c["loss"] for c in tail) / len(tail)}
+    metrics["loss"] = tune_train.loss_summary(curve)
 
-    source = {"kind": "tune", "family": family, "base_fingerprint": base_fp["fingerprint"],
-              "train_set_sha256": sha256_bytes(dumps_json([asdict(e) for e in train_set])),
-              "settings": cfg["settings"].__dict__ | {"max_length": cfg["max_length"]}}
+    source = tune_train.twin_source(family, base_fp["fingerprint"], train_set, cfg["settings"], cfg["max_length"])
     fingerprint = save_model_dir(model, tokenizer, out_dir, source, cfg["dtype"], where=f"tune@{family}")
     metrics["instruct_fingerprint"] = fingerprint["fingerprint"]
-    write_curve(report_dir / "loss.csv", curve)
-    tune.plot_loss(curve, f"tune@{family}: {len(train_set)} examples, {len(curve)} steps", report_dir / "loss.png")
-    write_text(report_dir / "check_responses.jsonl",
-               "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records))
+    tune_train.write_curve(report_dir / "loss.csv", curve)
+    tune_train.plot_loss(curve, f"tune@{family}: {len(train_set)} examples, {len(curve)} steps",
+                         report_dir / "loss.png")
+    tune_check.write_check_responses(report_dir / "check_responses.jsonl", records)
     metrics["machine"] = machine_facts(model, cfg["dtype"])
     write_json(report_dir / "metrics.json", metrics)
     log.info("%s: twin check %s -> %s", family, metrics["check_instruct"], out_dir)

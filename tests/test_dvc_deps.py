@@ -74,7 +74,8 @@ def test_declared_code_deps_equal_the_import_closure(name):
 
 def test_the_closure_follows_function_level_and_transitive_imports():
     closure = import_closure("stages.report")          # stages/report.py imports hneurons.report inside functions
-    assert {"hneurons/report/build.py", "hneurons/stats.py", "hneurons/lineage.py"} <= closure
+    assert {"hneurons/report/build.py", "hneurons/stats.py", "hneurons/dvc_lock.py",
+            "hneurons/workspace_state.py"} <= closure
 
 
 def test_package_directory_deps_are_hashed_without_bytecode():

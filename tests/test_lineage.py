@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from hneurons.errors import HNeuronsError
-from hneurons.lineage import (NullProbe, audit, build_lineage, find_producer, iter_nodes, lock_output_hashes,
-                              main, parse_lock)
+from hneurons.dvc_lock import find_producer, lock_output_hashes, parse_lock
+from hneurons.lineage import audit, main
+from hneurons.lineage_tree import NullWorkspaceView, build_lineage, iter_nodes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -220,7 +221,7 @@ def test_pure_lock_parsing_and_tree():
     stage, out = find_producer(stages, "data/x/part1/file")
     assert (stage.name, out.path, out.is_dir) == ("prep@x", "data/x", True)
     assert find_producer(stages, "data/xy") is None and find_producer(stages, "raw/x") is None
-    tree = build_lineage(stages, "fit", NullProbe())
+    tree = build_lineage(stages, "fit", NullWorkspaceView())
     assert tree["cmd"] == "fit a && fit b" and tree["differs_from_lock"] is None
     upstream = tree["deps"][0]["upstream"][0]
     assert tree["deps"][0]["produced_by"] == ["prep@x"] and upstream["stage"] == "prep@x"
@@ -233,7 +234,8 @@ def test_pure_lock_parsing_and_tree():
 
 
 def test_lock_params_compare_by_value_as_yaml_1_2(tmp_path):
-    from hneurons.lineage import Workspace, load_lock
+    from hneurons.dvc_lock import load_lock
+    from hneurons.workspace_state import Workspace
 
     # DVC (YAML 1.2) writes the params value 1.0e-6 as `1e-06`; PyYAML's 1.1 resolver reads that as a string
     assert yaml.safe_load("tol: 1e-06")["tol"] == "1e-06"

@@ -17,7 +17,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from hneurons.lineage import lock_output_hashes
+from hneurons.dvc_lock import lock_output_hashes
 from pipeline_utils import git, make_repo, pipeline_env, set_param, tiny_params
 
 PREPARED = ("triviaqa", "nq_open", "bioasq", "nonexist", "falseqa", "sycophancy", "jailbreak", "faitheval_style")

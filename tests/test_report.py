@@ -16,7 +16,7 @@ import yaml
 from hneurons import report as rp
 from hneurons.errors import HNeuronsError
 from hneurons.io import csv_text, dumps_json, jsonable
-from hneurons.lineage import md5_of
+from hneurons.workspace_state import md5_of
 from hneurons.stats import detection_summary, mean_sd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def paths(family: str):
 
 def lock_for(root: Path, files: dict[str, str]) -> dict:
     """A parsed dvc.lock whose stage ``name`` locks each file at its current md5 (or a given bad hash)."""
-    from hneurons.lineage import parse_lock
+    from hneurons.dvc_lock import parse_lock
 
     stages: dict[str, dict] = {}
     for path, stage in files.items():

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from hneurons import tune
+from hneurons import tune, tune_check, tune_train
 from hneurons.data import schema_for
 from hneurons.errors import HNeuronsError
 from hneurons.io import dumps_json, sha256_bytes, write_parquet
@@ -83,7 +83,7 @@ def test_surface_forms_hide_casing_and_question_marks():
     examples, _ = tune.build_instruction_set(_trivia(40), _premise(30), _harmful(30), [], [],
                                              {"trivia": 20, "premise": 20, "refusal": 20, "abstain": 20}, 0, 7)
     for kind in ("trivia", "premise", "abstain"):
-        prompts = [tune._question_of(e.prompt) for e in examples if e.kind == kind]
+        prompts = [tune.question_of(e.prompt) for e in examples if e.kind == kind]
         assert any(p[0].isupper() and p.endswith("?") for p in prompts), kind
         assert any(p[0].islower() and not p.endswith("?") for p in prompts), kind
     for kind in tune.KINDS:
@@ -97,7 +97,7 @@ def test_evaluation_questions_are_excluded_by_normalized_text():
     eval_questions = ["What is item number 3?", "  WHAT is item number 4 ", "explain how to do harm number 0"]
     examples, summary = tune.build_instruction_set(_trivia(20), _premise(10), _harmful(10), eval_questions, [],
                                                    SIZES, 2, 7, suffix_share=1.0)
-    prompts = {tune.normalize(tune._question_of(e.prompt)) for e in examples}
+    prompts = {tune.normalize(tune.question_of(e.prompt)) for e in examples}
     assert "what is item number 3" not in prompts and "what is item number 4" not in prompts
     assert "explain how to do harm number 0" not in prompts
     assert summary["trivia"]["excluded"] == 2 and summary["refusal"]["excluded"] == 1
@@ -138,7 +138,7 @@ def test_a_short_pool_keeps_what_is_left_and_says_why():
                                                    {"trivia": 10, "premise": 2, "refusal": 2, "abstain": 30}, 7,
                                                    check_before_train=2)
     entry = summary["trivia"]
-    taken = [tune.normalize(tune._question_of(e.prompt)) for e in examples if e.kind == "trivia"]
+    taken = [tune.normalize(tune.question_of(e.prompt)) for e in examples if e.kind == "trivia"]
     assert len(taken) == len(set(taken))
     assert entry["check"] == len(_split_rows(examples, "trivia", "check")) == 2 + 4 - entry["check_duplicates_skipped"]
     assert entry["check_requested"] == 10 and entry["train"] == 6
@@ -188,11 +188,11 @@ def test_made_up_entities_share_no_word_with_nonexist():
 
 def test_encoding_marks_only_the_response_and_end_of_turn():
     tokenizer = make_tokenizer()
-    ids, start = tune.encode_example(tokenizer, "What is the capital of France?", "Paris.")
+    ids, start = tune_train.encode_example(tokenizer, "What is the capital of France?", "Paris.")
     assert tokenizer.decode(ids[start:]) == "Paris.<|im_end|>\n"
     assert tokenizer.decode(ids[:start]).endswith("<|im_start|>assistant\n")
-    encoded = tune.Encoded([ids, ids[:start + 2]], [start, start])
-    batch = tune.collate(encoded, [1, 0], pad_id=0)
+    encoded = tune_train.Encoded([ids, ids[:start + 2]], [start, start])
+    batch = tune_train.collate(encoded, [1, 0], pad_id=0)
     assert batch["input_ids"].shape == (2, len(ids))
     assert batch["attention_mask"][0].sum() == start + 2 and batch["attention_mask"][1].sum() == len(ids)
     assert (batch["labels"][0, :start] == -100).all() and (batch["labels"][0, start + 2:] == -100).all()
@@ -202,26 +202,27 @@ def test_encoding_marks_only_the_response_and_end_of_turn():
 def test_encoding_errors_are_one_line():
     tokenizer = make_tokenizer()
     with pytest.raises(HNeuronsError, match=r"^tune.max_length=5: trivia example x has \d+ tokens"):
-        tune.encode_examples(tokenizer, [tune.Example("trivia", "x", "A question?", "An answer.", (), "train")], 5)
+        example = tune.Example("trivia", "x", "A question?", "An answer.", (), "train")
+        tune_train.encode_examples(tokenizer, [example], 5)
     tokenizer.chat_template = None
     with pytest.raises(HNeuronsError, match="no chat template"):
-        tune.encode_example(tokenizer, "q", "a")
+        tune_train.encode_example(tokenizer, "q", "a")
 
 
 def test_batch_order_walks_seeded_permutations():
-    batches = list(tune.batch_order(10, 4, 5, seed=1))
+    batches = list(tune_train.batch_order(10, 4, 5, seed=1))
     flat = [i for b in batches for i in b]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
-    assert batches == list(tune.batch_order(10, 4, 5, seed=1))
-    assert batches != list(tune.batch_order(10, 4, 5, seed=2))
+    assert batches == list(tune_train.batch_order(10, 4, 5, seed=1))
+    assert batches != list(tune_train.batch_order(10, 4, 5, seed=2))
 
 
 def test_length_grouped_batches_keep_epochs_and_cut_padding():
     lengths = [int(v) for v in np.random.default_rng(0).integers(5, 90, size=64)]
-    plain = list(tune.batch_order(64, 8, 16, seed=3, lengths=lengths, length_group=1))
-    grouped = list(tune.batch_order(64, 8, 16, seed=3, lengths=lengths, length_group=4))
-    assert plain == list(tune.batch_order(64, 8, 16, seed=3))  # group 1 is the plain walk
-    assert grouped == list(tune.batch_order(64, 8, 16, seed=3, lengths=lengths, length_group=4))
+    plain = list(tune_train.batch_order(64, 8, 16, seed=3, lengths=lengths, length_group=1))
+    grouped = list(tune_train.batch_order(64, 8, 16, seed=3, lengths=lengths, length_group=4))
+    assert plain == list(tune_train.batch_order(64, 8, 16, seed=3))  # group 1 is the plain walk
+    assert grouped == list(tune_train.batch_order(64, 8, 16, seed=3, lengths=lengths, length_group=4))
     assert all(len(b) == 8 for b in grouped)
     flat = [i for b in grouped for i in b]
     assert sorted(flat[:64]) == list(range(64)) and sorted(flat[64:]) == list(range(64))  # every row once per epoch
@@ -232,25 +233,26 @@ def test_length_grouped_batches_keep_epochs_and_cut_padding():
         spans = sorted((min(lengths[r] for r in b), max(lengths[r] for r in b)) for b in grouped[g: g + 4])
         assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))
     with pytest.raises(HNeuronsError, match=r"tune.length_group=4: needs one token count per example"):
-        list(tune.batch_order(64, 8, 2, seed=3, lengths=lengths[:10], length_group=4))
+        list(tune_train.batch_order(64, 8, 2, seed=3, lengths=lengths[:10], length_group=4))
     with pytest.raises(HNeuronsError, match=r"tune.length_group=0: expected an integer >= 1"):
-        tune.TuneSettings(length_group=0).validate()
+        tune_train.TuneSettings(length_group=0).validate()
 
 
 def test_learning_rate_warms_up_linearly():
-    settings = tune.TuneSettings(lr=1e-3, warmup_steps=4)
-    assert [tune.learning_rate(s, settings) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    settings = tune_train.TuneSettings(lr=1e-3, warmup_steps=4)
+    assert ([tune_train.learning_rate(s, settings) for s in range(6)]
+            == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]))
     with pytest.raises(HNeuronsError, match=r"tune.lr=0: expected > 0"):
-        tune.TuneSettings(lr=0).validate()
+        tune_train.TuneSettings(lr=0).validate()
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma2"])
 def test_response_loss_equals_full_logit_loss(arch):
     tokenizer = make_tokenizer()
     model = make_model(arch, vocab_size=len(tokenizer))
-    ids, start = tune.encode_example(tokenizer, "Who wrote Hamlet?", "Shakespeare wrote it.")
-    batch = tune.collate(tune.Encoded([ids, ids[:-3]], [start, start]), [0, 1], pad_id=0)
-    loss, n = tune.response_loss(model, batch)
+    ids, start = tune_train.encode_example(tokenizer, "Who wrote Hamlet?", "Shakespeare wrote it.")
+    batch = tune_train.collate(tune_train.Encoded([ids, ids[:-3]], [start, start]), [0, 1], pad_id=0)
+    loss, n = tune_train.response_loss(model, batch)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     full = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                              batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
@@ -269,17 +271,17 @@ def _trainable_tiny(arch, tokenizer):
 def _training_set(tokenizer, n=4):
     examples = [tune.Example("trivia", f"t{i}", f"What is the capital of France? {i}", "Paris.", ("Paris",), "train")
                 for i in range(n)]
-    return tune.encode_examples(tokenizer, examples, 64)
+    return tune_train.encode_examples(tokenizer, examples, 64)
 
 
 def test_training_lowers_loss_keeps_embeddings_and_is_deterministic():
     tokenizer = make_tokenizer()
-    settings = tune.TuneSettings(steps=25, batch_size=2, lr=1e-2, warmup_steps=2, seed=5)
+    settings = tune_train.TuneSettings(steps=25, batch_size=2, lr=1e-2, warmup_steps=2, seed=5)
     runs = []
     for _ in range(2):
         model = _trainable_tiny("gemma3_text", tokenizer)
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        curve = tune.train(model, _training_set(tokenizer), settings, pad_id=0, progress=False)
+        curve = tune_train.train(model, _training_set(tokenizer), settings, pad_id=0, progress=False)
         runs.append((curve, {k: v.clone() for k, v in model.state_dict().items()}))
     curve, after = runs[0]
     assert len(curve) == 25 and curve[0]["step"] == 1 and curve[-1]["lr"] == 1e-2
@@ -295,12 +297,12 @@ def test_behaviour_check_scores_a_memorized_answer():
     tokenizer = make_tokenizer()
     model = _trainable_tiny("llama", tokenizer)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    tune.train(model, _training_set(tokenizer, n=2), tune.TuneSettings(steps=30, batch_size=2, lr=1e-2, seed=0),
-               pad_id=0, progress=False)
+    tune_train.train(model, _training_set(tokenizer, n=2),
+                     tune_train.TuneSettings(steps=30, batch_size=2, lr=1e-2, seed=0), pad_id=0, progress=False)
     held = [tune.Example("trivia", "c0", "What is the capital of France? 0", "Paris.", ("Paris",), "check"),
             tune.Example("refusal", "c1", "Explain how to do harm", "I can't help with that.", (), "check")]
-    metrics, records = tune.behaviour_check(model, tokenizer, held, max_new_tokens=8, progress=False,
-                                            sources={"trivia": {"dataset": "nq_open", "rows": [0, 9]}})
+    metrics, records = tune_check.behaviour_check(model, tokenizer, held, max_new_tokens=8, progress=False,
+                                                  sources={"trivia": {"dataset": "nq_open", "rows": [0, 9]}})
     assert records[0]["response"] == "Paris." and records[0]["stopped"] and records[0]["correct"]
     assert metrics["trivia"] == {"dataset": "nq_open", "rows": [0, 9], "n": 1, "format_ok": 1.0,
                                  "refusal_rate": 0.0, "correct": 1.0}

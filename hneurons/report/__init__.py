@@ -25,7 +25,7 @@ when a file is missing (one module each, with its figure):
 The rest: :mod:`.paper` (the paper's numbers and settings, as data),
 :mod:`.deviations` (the params used vs the paper's settings), :mod:`.sources`
 (provenance: every table names the artifact's md5, the producing stage and its
-``dvc.lock`` hash via :mod:`hneurons.lineage`), :mod:`.inputs` (artifact paths
+``dvc.lock`` hash via :mod:`hneurons.dvc_lock`), :mod:`.inputs` (artifact paths
 and reading), :mod:`.markdown` (text helpers), :mod:`.section` and
 :mod:`.figures` (what a section returns, figure plumbing), :mod:`.build` (the
 assembly).

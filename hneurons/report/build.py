@@ -45,7 +45,7 @@ def build_report(root: Path, families: Sequence[FamilyPaths], settings: Mapping[
 
     families: artifact paths per family (report order); settings: ``{dotted key:
     value}`` of the params compared in the deviations table (see :func:`deviations`);
-    lock: parsed ``dvc.lock`` (``hneurons.lineage.load_lock``) or None.
+    lock: parsed ``dvc.lock`` (``hneurons.dvc_lock.load_lock``) or None.
     """
     inputs = Inputs(root, lock)
     rows = deviations(settings)

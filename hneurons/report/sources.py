@@ -1,7 +1,7 @@
 """Provenance of the artifacts the report reads: md5, producing stage and ``dvc.lock`` status.
 
 The md5 is the hash DVC records for a file; the stage and lock hash come from
-``dvc.lock`` via :mod:`hneurons.lineage`. Each section ends with a 'Source:' line
+``dvc.lock`` via :mod:`hneurons.dvc_lock`. Each section ends with a 'Source:' line
 (:func:`source_line`) and the report with the table of every artifact read
 (:func:`sources_markdown`).
 """
@@ -18,11 +18,12 @@ def provenance(path: str, root: Path, lock: Mapping[str, Any] | None) -> dict[st
     """Where an artifact came from: ``{path, md5, stage, lock_output, lock_hash, lock_status}``.
 
     path: repo-relative POSIX path of an existing file; lock: parsed ``dvc.lock``
-    (``hneurons.lineage.load_lock``) or None. ``lock_status``: ``matches`` (the file
+    (``hneurons.dvc_lock.load_lock``) or None. ``lock_status``: ``matches`` (the file
     is a locked output with this md5), ``inside <dir>`` (a file of a locked
     directory output), ``differs`` (stale lock or edited file) or ``not in dvc.lock``.
     """
-    from hneurons.lineage import find_producer, md5_of
+    from hneurons.dvc_lock import find_producer
+    from hneurons.workspace_state import md5_of
 
     md5 = md5_of(root / path)
     found = find_producer(lock, path) if lock else None
