@@ -12,7 +12,7 @@ from fake_openai import FakeEndpoint
 from hneurons import compliance as C
 from hneurons.errors import HNeuronsError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "intervene"
+FIXTURES = Path(__file__).parents[1] / "data" / "labels" / "intervene"
 # Minimum agreement of each rule judge with the hand labels (README in the fixture directory).
 MIN_AGREEMENT = {"faitheval_style": 0.95, "falseqa": 0.85, "sycophancy": 0.9, "jailbreak": 0.85}
 OPTIONS = ["Paris", "London", "Rome", "Berlin"]
@@ -170,7 +170,7 @@ def test_llm_judge_option_for_falseqa_and_jailbreak_over_a_local_endpoint():
     with FakeEndpoint(_tf_verdict) as server:
         judges = C.Judges({name: LLMJudge(server.url, "fake-judge", api_key="", retries=2)
                            for name in ("falseqa", "jailbreak")})
-        fixtures = Path(__file__).parent / "fixtures" / "intervene"
+        fixtures = Path(__file__).parents[1] / "data" / "labels" / "intervene"
         for benchmark in ("falseqa", "jailbreak"):
             record = json.loads((fixtures / f"{benchmark}.jsonl").read_text().splitlines()[0])
             item = C.fixture_item(record)
