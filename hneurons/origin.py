@@ -22,7 +22,8 @@ miscalibrated here: on Gemma-3-270M 11% (global) and 10% (per layer) of 100 rand
 values are few), so its p is not read as a significance level. A second control
 draws layer-matched random sets (as many neurons per layer as the set), which takes
 the set's layer composition out of the global comparison. The per-layer variant
-z-scores and ranks within each layer.
+z-scores and ranks within each layer. ``drift_outputs`` writes the origin stage's
+drift files (drift.parquet, h_neuron_ranks.csv, drift_strip.png, drift_random_sets.csv).
 
 Backward transfer (§6.3.1) pieces: the base-model prompt ``question + "\\nAnswer:"``
 (no chat template), the cut of generated ids at the first newline, and the AUROC
@@ -32,14 +33,18 @@ of an unchanged probe on base-model features with a bootstrap CI.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import torch
 from scipy.stats import rankdata, ttest_ind
 
 from hneurons.checkpoint import Checkpoint
 from hneurons.errors import HNeuronsError
+from hneurons.io import write_parquet, write_text
 from hneurons.models import ffn_blocks
 from hneurons.stats import auroc, bootstrap_ci, empirical_p, mean_sd
 
@@ -344,6 +349,35 @@ def significance_label(p_value: float) -> str:
         if p_value < cut:
             return f"p < {cut:g}"
     return "n.s."
+
+
+def drift_outputs(table: DriftTable, h: np.ndarray, cfg: dict[str, Any], family: str,
+                  data_dir: Path, report_dir: Path, seed_for: Callable[[str], int]) -> dict[str, Any]:
+    """Write drift.parquet (under ``data_dir``), h_neuron_ranks.csv, the strip plot and drift_random_sets.csv
+    (under ``report_dir``) for the H-Neurons ``h``; return the drift metrics. The random sets' seeds are
+    ``seed_for("origin/drift/<i>")`` and ``seed_for("origin/drift/layer/<i>")``, i < ``cfg["n_random_sets"]``."""
+    seeds = [seed_for(f"origin/drift/{i}") for i in range(cfg["n_random_sets"])]
+    matched = [seed_for(f"origin/drift/layer/{i}") for i in range(cfg["n_random_sets"])]
+    report = drift_report(table, h, seeds, layer_matched_seeds=matched)
+    frame = table.frame(h).rename(columns={"is_selected": "is_h_neuron"})
+    write_parquet(data_dir / "drift.parquet", pa.Table.from_pandas(frame, preserve_index=False),
+                  {"family": family, "n_h_neurons": int(h.size)})
+    ranks = frame[frame["is_h_neuron"]][["flat_index", "layer", "neuron", "drift_up", "drift_down", "rank",
+                                         "rank_layer"]]
+    write_text(report_dir / "h_neuron_ranks.csv", ranks.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    summary = report["global"]["h_neurons"]
+    title = (f"{family}: {summary['n']} H-Neurons, mean rank {summary['mean_rank']:.3f} "
+             f"(random {report['global']['random']['mean_rank']['mean']:.3f}), "
+             f"empirical {significance_label(summary['p_empirical'])}")
+    plot_drift_strip(ranks["rank"].to_numpy(), title, report_dir / "drift_strip.png", seed=cfg["seed"])
+    random_rows = []
+    for scope in ("global", "per_layer"):
+        for kind in ("random", "random_layer_matched"):
+            random_rows += [{"scope": scope, "kind": kind, **run} for run in report[scope][kind].pop("runs")]
+    columns = ["scope", "kind", "seed", "n", "mean_rank", "p_empirical", "t", "p_value"]
+    write_text(report_dir / "drift_random_sets.csv", pd.DataFrame(random_rows, columns=columns).to_csv(
+        index=False, float_format="%.6g", lineterminator="\n"))
+    return report
 
 
 # ------------------------------------------------------------------ backward transfer

@@ -25,17 +25,21 @@ Only uses that follow from params and the prepared tables alone are checked.
 Those that depend on generated samples are disjoint by construction and not
 re-derived here: detect's and origin's TriviaQA rows and intervene's capability
 check all drop the probe's train/validation questions (``data/samples``). This
-module never reads params.yaml; ``stages/check_rows.py`` builds the uses.
+module never reads params.yaml; ``stages/check_rows.py`` builds the uses from the params
+(``source_key`` names the key a family's value comes from) and the prepared tables (``Tables``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from hneurons.errors import HNeuronsError
+from hneurons.io import read_table
 
 ROLES = ("table", "train", "eval")
+PREPARED = Path("data/prepared")
 # format -> (example_id prefix, shared space): an id of that format starting with the prefix is, without
 # it, a question id of the shared space; other ids stay in their own table's space.
 ID_SPACES: dict[str, tuple[str, str]] = {
@@ -192,3 +196,31 @@ def intervene_ids(benchmark: str, rows: Sequence[Row], categories: Sequence[str]
     if benchmark not in builders:
         raise HNeuronsError(f"intervene.benchmarks: unknown benchmark {benchmark!r} (known: {', '.join(builders)})")
     return tuple(item.example_id for item in builders[benchmark]())
+
+
+class Tables:
+    """Prepared tables (``data/prepared/<name>.parquet``) by name, each read once (rows as dicts)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, list[dict]] = {}
+
+    def __call__(self, name: str) -> list[dict]:
+        if name not in self._rows:
+            path = PREPARED / f"{name}.parquet"
+            if not path.is_file():
+                raise HNeuronsError(f"{path}: not found; run prepare@{name}")
+            self._rows[name] = read_table(path).to_pylist()
+        return self._rows[name]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def source_key(params: dict[str, Any], section: str, family: str, key: str) -> str:
+    """``<section>.families.<family>.<key>`` when that family overrides ``key``, else ``<section>.<key>``."""
+    node: Any = ((params.get(section) or {}).get("families") or {}).get(family) or {}
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return f"{section}.{key}"
+        node = node[part]
+    return f"{section}.families.{family}.{key}"

@@ -29,47 +29,18 @@ from typing import Any
 
 from hneurons import overlap
 from hneurons.errors import HNeuronsError
-from hneurons.io import read_table, write_json
-from hneurons.overlap import Use
+from hneurons.io import write_json
+from hneurons.overlap import Tables, Use, source_key
 from stages._common import family_params, load_params, param, run, setup_runtime
 
 log = logging.getLogger("check_rows")
-PREPARED = Path("data/prepared")
 REPORT = Path("reports/check_rows.json")
 NEEDS_SAMPLES = "drops the probe's train/validation questions (data/samples): disjoint by construction"
-
-
-class Tables:
-    """Prepared tables by name, each read once (rows as dicts)."""
-
-    def __init__(self) -> None:
-        self._rows: dict[str, list[dict]] = {}
-
-    def __call__(self, name: str) -> list[dict]:
-        if name not in self._rows:
-            path = PREPARED / f"{name}.parquet"
-            if not path.is_file():
-                raise HNeuronsError(f"{path}: not found; run prepare@{name}")
-            self._rows[name] = read_table(path).to_pylist()
-        return self._rows[name]
-
-    def __len__(self) -> int:
-        return len(self._rows)
 
 
 def families(params: dict[str, Any], section: str) -> list[str]:
     """The families listed under ``<section>.families`` (none when empty)."""
     return list(param(params, f"{section}.families", None) or {})
-
-
-def source_key(params: dict[str, Any], section: str, family: str, key: str) -> str:
-    """``<section>.families.<family>.<key>`` when that family overrides ``key``, else ``<section>.<key>``."""
-    node: Any = ((params.get(section) or {}).get("families") or {}).get(family) or {}
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return f"{section}.{key}"
-        node = node[part]
-    return f"{section}.families.{family}.{key}"
 
 
 def table_uses(params: dict[str, Any], rows: Tables) -> list[Use]:

@@ -24,7 +24,7 @@ def test_sample_n_questions_above_the_answerable_questions(tmp_path):
 
 
 def test_origin_n_questions_above_the_eligible_questions(tmp_path, monkeypatch):
-    from stages.origin import transfer_questions
+    from hneurons.origin_transfer import transfer_questions
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/prepared").mkdir(parents=True)
