@@ -54,8 +54,9 @@ def main(argv=None) -> None:
     from hneurons import compliance as C
     from hneurons import sweep
     from hneurons.models import ffn_shape, load_causal_lm
+    from hneurons.questions import prepared_questions as _table
     from stages._common import compute_settings, family_params, load_params
-    from stages.intervene import _table, read_config
+    from stages.intervene import read_config
 
     family = next(iter(load_params()["intervene"]["families"]))
     params = family_params(load_params(), "intervene", family)

@@ -26,7 +26,8 @@ Scores: the H-Neuron probe's probability (accuracy at 0.5, as the authors'
 ``model.predict``; AUROC threshold-free), random-neuron probes (:func:`hneurons.probe.random_baselines`,
 trained on the probe's own training rows) and the length-only probe (:func:`length_probe_scores`).
 The shared pieces used by the origin stage too are :func:`answer_features` and
-:func:`probe_training_rows`.
+:func:`probe_training_rows`. The stage's steps per dataset are in :mod:`hneurons.detect_run`, Table 1
+and the output files in :mod:`hneurons.detect_report`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from hneurons.judge import BioRuleJudge, Judge, RuleJudge, is_refusal
 
 DATASETS = ("triviaqa", "nq_open", "bioasq", "nonexist")
 QA_DATASETS = ("triviaqa", "nq_open", "bioasq")
-TABLE1_NAMES = {"triviaqa": "TriviaQA", "nq_open": "NQ-Open", "bioasq": "BioASQ", "nonexist": "NonExist"}
 FAITHFUL, HALLUCINATED, DROPPED = 0, 1, -1
 CLASS_NAMES = {FAITHFUL: "faithful", HALLUCINATED: "hallucinated"}
 TABLE_METRICS = ("accuracy", "auroc")
@@ -425,58 +425,6 @@ def detection_metrics(y: np.ndarray, probe_scores: np.ndarray, random_runs, leng
                    "per_seed": [{k: s[k] for k in ("seed", "accuracy", "auroc")} for s in per_seed]},
         "length": {variant: summary(scores) for variant, scores in length_scores.items()},
     }
-
-
-# ---------------------------------------------------------------- Table 1
-
-
-def table1(results: Mapping[str, Mapping[str, Any]], metric: str = "accuracy") -> pd.DataFrame:
-    """Paper Table 1 shape: rows Random / H-Neurons, columns TriviaQA, NQ-Open, BioASQ, NonExist
-    (datasets present in ``results``, in paper order), values ``metric`` in percent.
-
-    results: {dataset: detection_metrics(...)}. Random is the mean over seeds.
-    """
-    if metric not in TABLE_METRICS:
-        raise HNeuronsError(f"detect.table_metric={metric!r}: expected one of {', '.join(TABLE_METRICS)}")
-    names = [d for d in DATASETS if d in results]
-    rows = []
-    getters = (("Random", lambda r: r["random"][metric]["mean"]), ("H-Neurons", lambda r: r["h_neurons"][metric]))
-    for label, get in getters:
-        rows.append({"neurons": label, **{TABLE1_NAMES[d]: 100.0 * float(get(results[d])) for d in names}})
-    return pd.DataFrame(rows, columns=["neurons"] + [TABLE1_NAMES[d] for d in names])
-
-
-def plot_table1(results: Mapping[str, Mapping[str, Any]], metric: str, title: str, path: str | Path) -> None:
-    """Grouped bars (Random vs H-Neurons per dataset) with the H-Neuron bootstrap 95% CI and the
-    random sd as error bars, and a dashed chance line at 50; a deterministic PNG at ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hneurons.io import atomic_path
-
-    names = [d for d in DATASETS if d in results]
-    x = np.arange(len(names))
-    h = np.array([100 * results[d]["h_neurons"][metric] for d in names], dtype=float)
-    ci = np.array([[100 * v if v is not None else np.nan for v in results[d]["h_neurons"][f"{metric}_ci95"]]
-                   for d in names], dtype=float).reshape(-1, 2)
-    r = np.array([100 * results[d]["random"][metric]["mean"] for d in names], dtype=float)
-    r_sd = np.nan_to_num(np.array([100 * (results[d]["random"][metric]["sd"] or 0.0) for d in names], dtype=float))
-    h_err = np.nan_to_num(np.abs(np.stack([h - ci[:, 0], ci[:, 1] - h]))) if names else None
-    fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=110)
-    ax.bar(x - 0.2, r, 0.4, yerr=r_sd, capsize=3, label="Random neurons (mean ± sd)", color="#95a5a6")
-    ax.bar(x + 0.2, h, 0.4, yerr=h_err, capsize=3, label="H-Neurons (95% CI)", color="#c0392b")
-    ax.axhline(50, color="grey", linestyle="--", linewidth=1)
-    ax.set_xticks(x, [TABLE1_NAMES[d] for d in names])
-    ax.set_ylim(0, 100)
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------- adaptive stopping

@@ -166,3 +166,22 @@ def layer_matched_neuron_sets(exclude: np.ndarray, n_layers: int, d_ffn: int, se
     exclude = np.unique(np.asarray(exclude, dtype=np.int64))
     group_by_layer(exclude, n_layers, d_ffn)  # range check, one-line error
     return [draw_layer_matched(exclude, d_ffn, n_layers, np.random.default_rng(int(seed))) for seed in seeds]
+
+
+def h_neurons(family: str, n_layers: int, d_ffn: int) -> np.ndarray:
+    """The probe's H-Neurons (``models/probe/<family>``: flat indices with a positive weight); one-line
+    errors for an empty or mismatched set."""
+    from pathlib import Path
+
+    from hneurons.probe import load_probe
+
+    directory = Path("models/probe") / family
+    probe, _ = load_probe(directory)
+    if probe.n_features_in_ != n_layers * d_ffn:
+        raise HNeuronsError(f"{directory}: probe has {probe.n_features_in_} features but the model has "
+                            f"{n_layers} x {d_ffn} = {n_layers * d_ffn} neurons")
+    flat = np.asarray(probe.positive_, dtype=np.int64)
+    if flat.size == 0:
+        raise HNeuronsError(f"{directory}: the probe has no H-Neurons (no positive weight); nothing to scale "
+                            f"(try a larger probe C)")
+    return flat

@@ -62,3 +62,22 @@ def screen_known(model, tokenizer, pool: Sequence[C.Item], n: int, correct: Call
         if len(kept) >= n:
             break
     return kept, {**counts, "kept": len(kept), "target": n, "reached": len(kept) >= n}
+
+
+def screen_pools(model, tokenizer, items: dict[str, list[C.Item]], cfg: dict[str, Any], judges: "C.Judges",
+                 config) -> dict[str, dict[str, Any]]:
+    """Screen each pool of ``items`` named in ``cfg["screen"]`` (intervene config) in place: keep its first
+    known items (``capability.n_questions`` for triviaqa, else ``n_items``) with :func:`screen_known`.
+
+    Returns {pool: screen_known's counts}; a pool with no known item is a one-line error.
+    """
+    screened = {}
+    for name in (name for name in cfg["screen"] if name in items):
+        n = cfg["capability"]["n_questions"] if name == "triviaqa" else cfg["n_items"][name]
+        correct = (lambda item, text: judges.trivia(item, text).compliant) if name == "triviaqa" else judges.correct
+        items[name], screened[name] = screen_known(model, tokenizer, items[name], n, correct, config,
+                                                   4 * cfg["batch_size"], desc="known items")
+        if not items[name]:
+            raise HNeuronsError(f"intervene.screen: the unchanged model answers none of the {screened[name]['pool']} "
+                                f"{name} items correctly; drop {name} from intervene.screen")
+    return screened

@@ -50,6 +50,17 @@ class NeuronSet:
         return hashlib.sha256(",".join(map(str, self.flat)).encode()).hexdigest()[:16]
 
 
+def neuron_sets(h: np.ndarray, n_layers: int, d_ffn: int, seeds: Sequence[int]) -> dict[tuple[str, int], NeuronSet]:
+    """{(name, index): NeuronSet}: the H-Neurons (``h``, flat indices) and one layer-matched random set
+    per seed (hneurons.intervene.layer_matched_neuron_sets)."""
+    from hneurons.intervene import layer_matched_neuron_sets
+
+    sets = {("h_neurons", 0): NeuronSet("h_neurons", 0, tuple(int(i) for i in h))}
+    for i, flat in enumerate(layer_matched_neuron_sets(h, n_layers, d_ffn, seeds)):
+        sets[("random", i)] = NeuronSet("random", i, tuple(int(j) for j in flat))
+    return sets
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """Decoding per benchmark (``settings[benchmark][format]``), batch size, seed, positions, cache."""
@@ -214,6 +225,25 @@ def judge_rows(items: dict[str, list[C.Item]], rows: list[dict], judges: "C.Judg
                    | {"in_denominator": in_denominator, "compliant": verdict.compliant, "parsed": verdict.parsed,
                       "detail": verdict.detail, "judge": verdict.judge})
     return pa.Table.from_pylist(out, schema=JUDGEMENTS_SCHEMA)
+
+
+def run_sweep(model, tokenizer, items: dict[str, list[C.Item]], plan: list[tuple[NeuronSet, list[float]]],
+              sets: dict[tuple[str, int], NeuronSet], judges: "C.Judges", config: SweepConfig,
+              generations_path, meta: dict[str, Any]) -> pa.Table:
+    """Phases A to C: :func:`first_turns`, sycophancy's :func:`second_turns` (when asked), :func:`judge_rows`.
+
+    The generations are written to ``generations_path`` (Parquet, ``meta`` as its metadata) after each
+    generation phase, before judging; returns the judgements table.
+    """
+    from hneurons.io import write_parquet
+
+    rows = first_turns(model, tokenizer, items, plan, config)
+    write_parquet(generations_path, generations_table(rows), meta)
+    if "sycophancy" in items:
+        rows += second_turns(model, tokenizer, items["sycophancy"],
+                             [r for r in rows if r["benchmark"] == "sycophancy"], sets, judges.correct, config)
+        write_parquet(generations_path, generations_table(rows), meta)
+    return judge_rows(items, rows, judges)
 
 
 OUTCOMES = ("compliance", "compliance_parsed")

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from hneurons import detect
+from hneurons import detect, detect_report
 from hneurons.errors import HNeuronsError
 from tiny import make_model, make_tokenizer
 
@@ -300,20 +300,20 @@ def test_detection_metrics_and_table1():
     assert r["random"]["n_seeds"] == 5 and r["random"]["n_neurons"] == 3 and len(r["random"]["per_seed"]) == 5
     assert r["random"]["accuracy"]["mean"] == pytest.approx(np.mean([s["accuracy"] for s in r["random"]["per_seed"]]))
     assert set(r["length"]) == {"response_tokens"}
-    table = detect.table1(results, "accuracy")
+    table = detect_report.table1(results, "accuracy")
     assert list(table.columns) == ["neurons", "TriviaQA", "NonExist"]
     assert list(table["neurons"]) == ["Random", "H-Neurons"]
     assert table.loc[1, "TriviaQA"] == pytest.approx(100 * r["h_neurons"]["accuracy"])
     assert table.loc[0, "NonExist"] == pytest.approx(100 * results["nonexist"]["random"]["accuracy"]["mean"])
-    assert detect.table1(results, "auroc").loc[1, "TriviaQA"] == pytest.approx(100 * r["h_neurons"]["auroc"])
+    assert detect_report.table1(results, "auroc").loc[1, "TriviaQA"] == pytest.approx(100 * r["h_neurons"]["auroc"])
     with pytest.raises(HNeuronsError, match="detect.table_metric='f1'"):
-        detect.table1(results, "f1")
+        detect_report.table1(results, "f1")
 
 
 def test_table1_png_is_deterministic(tmp_path):
     results = _toy_results()
-    detect.plot_table1(results, "accuracy", "toy", tmp_path / "a.png")
-    detect.plot_table1(results, "accuracy", "toy", tmp_path / "b.png")
+    detect_report.plot_table1(results, "accuracy", "toy", tmp_path / "a.png")
+    detect_report.plot_table1(results, "accuracy", "toy", tmp_path / "b.png")
     data = (tmp_path / "a.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data == (tmp_path / "b.png").read_bytes()
 

@@ -88,8 +88,8 @@ def test_row_ranges_and_counts_are_checked():
 
 
 def test_first_ids_take_the_rows_the_stages_take(tmp_path, monkeypatch):
-    """sample.read_questions, origin.transfer_questions and detect.detect_questions on a table with gaps."""
-    from stages.detect import detect_questions
+    """sample.read_questions, origin_transfer.transfer_questions and detect_run.detect_questions on a table with gaps."""
+    from hneurons.detect_run import detect_questions
     from hneurons.origin_transfer import transfer_questions
     from stages.sample import read_questions
 

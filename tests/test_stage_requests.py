@@ -36,12 +36,11 @@ def test_origin_n_questions_above_the_eligible_questions(tmp_path, monkeypatch):
 
 
 def test_intervene_n_items_above_the_pool():
-    from stages.intervene import pick
+    from hneurons.intervene_items import pick
 
-    cfg = {"seed": 1, "screen": ["sycophancy"]}
-    assert len(pick(list(range(10)), "falseqa", 10, cfg)) == 10
+    assert len(pick(list(range(10)), "falseqa", 10, False, 1)) == 10
     with pytest.raises(HNeuronsError, match=r"^intervene.n_items.falseqa=11: the pool has only 10 items$"):
-        pick(list(range(10)), "falseqa", 11, cfg)
+        pick(list(range(10)), "falseqa", 11, False, 1)
     with pytest.raises(HNeuronsError, match=r"^intervene.capability.n_questions=11: the pool has only 10 items$"):
-        pick(list(range(10)), "triviaqa", 11, {**cfg, "screen": []})
-    assert len(pick(list(range(10)), "sycophancy", 50, cfg)) == 10      # screened: the pool in seeded order
+        pick(list(range(10)), "triviaqa", 11, False, 1)
+    assert len(pick(list(range(10)), "sycophancy", 50, True, 1)) == 10      # screened: the pool in seeded order
