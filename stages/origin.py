@@ -198,7 +198,7 @@ def instruct_training_rows(acts: Path, labelling: str) -> tuple[Any, np.ndarray,
 def transfer_metrics(probe, X: np.ndarray, y: np.ndarray, train: tuple, h: np.ndarray, d_ffn: int,
                      cfg: dict[str, Any], name: str) -> dict[str, Any]:
     """The probe's AUROC on base rows (CI) and the random-neuron probes' AUROC (mean, sd, per seed)."""
-    from hneurons.probe import random_baselines
+    from hneurons.probe_baselines import random_baselines
     from hneurons.stats import auroc, mean_sd
 
     out = origin.probe_transfer(probe, X, y, cfg["n_boot"], derived_seed(cfg["seed"], f"origin/{name}/ci"))
