@@ -23,7 +23,7 @@ activations' metadata): QA faithful rows use the matched alias, every other row
 abstention's "answer tokens" are the abstention itself (paper.md §9 #12).
 
 Scores: the H-Neuron probe's probability (accuracy at 0.5, as the authors'
-``model.predict``; AUROC threshold-free), random-neuron probes (:func:`hneurons.probe.random_baselines`,
+``model.predict``; AUROC threshold-free), random-neuron probes (:func:`hneurons.probe_baselines.random_baselines`,
 trained on the probe's own training rows) and the length-only probe (:func:`length_probe_scores`).
 The shared pieces used by the origin stage too are :func:`answer_features` and
 :func:`probe_training_rows`. The stage's steps per dataset are in :mod:`hneurons.detect_run`, Table 1
@@ -395,7 +395,7 @@ def length_probe_scores(train: pd.DataFrame, evaluate: pd.DataFrame, C: float) -
     Trained 1-vs-1 on the training frame's answer rows (label = response label), like the
     probe stage's length baseline; evaluated on ``evaluate`` (answer rows).
     """
-    from hneurons.probe import dense_probe_scores
+    from hneurons.probe_baselines import dense_probe_scores
 
     weight = (train["region"].to_numpy() == "answer").astype(np.float64)
     labels = train["label"].to_numpy()
@@ -410,7 +410,7 @@ def detection_metrics(y: np.ndarray, probe_scores: np.ndarray, random_runs, leng
     probes (mean +/- sd over seeds, per seed) and length-only probes.
 
     y: int[n] (1 = hallucinated); probe_scores: P(y=1) float[n]; random_runs: list of
-    hneurons.probe.BaselineRun; length_scores: {variant: float[n]}.
+    hneurons.probe_baselines.BaselineRun; length_scores: {variant: float[n]}.
     """
     from hneurons.stats import detection_summary, mean_sd
 

@@ -82,7 +82,7 @@ def dataset_result(model, tokenizer, probe, frame: pd.DataFrame, name: str, meta
                    counts: dict[str, Any], seed_of: Callable[[str], int]) -> dict[str, Any]:
     """Answer-span CETT of the selected rows, then probe / random / length metrics for one dataset."""
     from hneurons.detect import answer_features, check_both_classes, detection_metrics, length_probe_scores
-    from hneurons.probe import random_baselines
+    from hneurons.probe_baselines import random_baselines
 
     records = frame[frame["selected"]].to_dict("records")
     X, rows, span_dropped = answer_features(model, tokenizer, records, name, meta, cfg["extract_batch_size"])

@@ -156,12 +156,12 @@ def layer_matched_neuron_sets(exclude: np.ndarray, n_layers: int, d_ffn: int, se
     H-Neurons) has there, drawn uniformly from that layer's other neurons (so disjoint from it).
 
     exclude: flat indices ``layer * d_ffn + neuron``; returns sorted int64[len(exclude)] per seed.
-    Uses hneurons.probe.draw_layer_matched (the probe's layer-matched baseline) with numpy
+    Uses hneurons.probe_baselines.draw_layer_matched (the probe's layer-matched baseline) with numpy
     default_rng(seed), so a seed gives the probe's and the sweep's control the same neurons.
     Raises HNeuronsError for an index outside [0, n_layers * d_ffn) or a layer without enough
     other neurons.
     """
-    from hneurons.probe import draw_layer_matched
+    from hneurons.probe_baselines import draw_layer_matched
 
     exclude = np.unique(np.asarray(exclude, dtype=np.int64))
     group_by_layer(exclude, n_layers, d_ffn)  # range check, one-line error

@@ -245,11 +245,11 @@ def random_set_summaries(table: DriftTable, exclude: np.ndarray, n: int, seeds: 
                          per_layer: bool = False, layer_matched: bool = False) -> list[dict[str, Any]]:
     """:func:`set_drift_summary` for random sets of ``n`` neurons outside ``exclude``, one per seed.
 
-    ``layer_matched``: each set has as many neurons per layer as ``exclude`` (hneurons.probe.
+    ``layer_matched``: each set has as many neurons per layer as ``exclude`` (hneurons.probe_baselines.
     draw_layer_matched; ``n`` must then equal the size of ``exclude``); otherwise uniform over
-    all other neurons (hneurons.probe.draw_random_neurons). numpy default_rng(seed) per set.
+    all other neurons (hneurons.probe_baselines.draw_random_neurons). numpy default_rng(seed) per set.
     """
-    from hneurons.probe import draw_layer_matched, draw_random_neurons
+    from hneurons.probe_baselines import draw_layer_matched, draw_random_neurons
 
     exclude = np.unique(np.asarray(exclude, dtype=np.int64))
     if layer_matched and n != exclude.size:

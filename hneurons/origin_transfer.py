@@ -26,22 +26,19 @@ import pyarrow as pa
 
 from hneurons import origin
 from hneurons.errors import HNeuronsError
-from hneurons.io import read_table, write_parquet, write_text
+from hneurons.io import write_parquet, write_text
 
 log = logging.getLogger("origin")
 
 
 def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
     """The first ``n_questions[name]`` eligible rows of data/prepared/<name>.parquet (with reference answers)."""
-    path = Path("data/prepared") / f"{name}.parquet"
-    if not path.is_file():
-        raise HNeuronsError(f"{path}: not found; run prepare@{name}")
-    rows = [r for r in read_table(path, columns=["example_id", "question", "answers"]).to_pylist() if r["answers"]]
-    if name == cfg["probe_dataset"]:
-        samples = Path(f"data/samples/{family}/{name}.parquet")
-        used = read_table(samples, columns=["example_id", "split"]).to_pandas()
-        taken = set(used.loc[used["split"].isin(["train", "validation"]), "example_id"])
-        rows = [r for r in rows if r["example_id"] not in taken]
+    from hneurons.questions import held_out_questions, prepared_questions
+
+    columns = ["example_id", "question", "answers"]
+    rows = (held_out_questions(family, name, columns) if name == cfg["probe_dataset"]
+            else prepared_questions(name, columns))
+    rows = [r for r in rows if r["answers"]]
     n = cfg["n_questions"][name]
     if n > len(rows):
         raise HNeuronsError(f"origin.n_questions.{name}={n}: only {len(rows)} eligible {name} questions "
@@ -104,7 +101,7 @@ def transfer_metrics(probe, X: np.ndarray, y: np.ndarray, train: tuple, h: np.nd
                      cfg: dict[str, Any], name: str, seed_for: Callable[[str], int]) -> dict[str, Any]:
     """The probe's AUROC on base rows (CI, seed ``seed_for("origin/<name>/ci")``) and the random-neuron
     probes' AUROC (mean, sd, per seed ``seed_for("random/<i>")``)."""
-    from hneurons.probe import random_baselines
+    from hneurons.probe_baselines import random_baselines
     from hneurons.stats import auroc, mean_sd
 
     out = origin.probe_transfer(probe, X, y, cfg["n_boot"], seed_for(f"origin/{name}/ci"))

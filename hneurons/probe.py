@@ -1,4 +1,4 @@
-"""Sparse L1 logistic probes over CETT features and H-Neuron identification (paper §3, §6.1.3).
+"""The sparse L1 logistic probe over CETT features (paper §3, §6.1.3): estimator, labels, save/load.
 
 Features: ``X: float32[n_rows, n_layers * d_ffn]`` (mean CETT per row; flat index
 ``layer * d_ffn + neuron``); labels ``y: int[n_rows]`` in {0, 1}, 1 = hallucinated
@@ -17,31 +17,21 @@ column left out; the worst violators join the working set and liblinear refits,
 until no column violates it by more than ``kkt_tol``. Full liblinear copies the
 matrix twice in float64 (~9x the float32 size) and counts non-zeros in int32.
 
-H-Neurons are the columns with a positive weight at the chosen C.
+H-Neurons are the columns with a positive weight at the chosen C
+(C selection and stability: hneurons.probe_selection; baselines: hneurons.probe_baselines).
 
-Deviations from the paper / the authors' code, and choices where they are silent:
-
-- ``tol`` defaults to 1e-6 (theirs: sklearn's 1e-4), because the positive-weight
-  set measurably depends on it (probe-notes.md).
-- C selection (:func:`select_C`): a C whose probe has no positive weight is not
-  eligible (suppressing nothing would trivially win the task term); ties go to
-  fewer H-Neurons, then smaller C. The paper reports neither grid nor tie rule.
-- Stability selection resamples training *questions* with replacement, within
-  each label stratum, as row weights; the paper has no stability analysis.
-- Baselines (:func:`random_baselines`, :func:`dense_probe_scores`): z-scored L2
-  logistic regression on the drawn columns (the paper does not give the
-  baseline's regulariser); random neurons exclude the H-Neurons.
+Deviation from the authors' code: ``tol`` defaults to 1e-6 (theirs: sklearn's
+1e-4), because the positive-weight set measurably depends on it (probe-notes.md).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
@@ -51,8 +41,6 @@ LABELLINGS = ("3-vs-1", "1-vs-1")
 SOLVERS = ("working_set", "liblinear")
 LIBLINEAR_MAX_NNZ = 2**31 - 1
 _BLOCK_BYTES = 16 << 20
-
-TaskAccuracy = Callable[[np.ndarray], float]
 
 
 # ------------------------------------------------------------------ labels
@@ -350,211 +338,6 @@ class L1Probe(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Class per row (P(y=1) >= 0.5 -> 1): int64[n]."""
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
-
-
-# ------------------------------------------------------------------ C selection
-
-@dataclass
-class CSelection:
-    """Result of :func:`select_C`: one row per C in ``table``, the fitted probes, the choice."""
-
-    table: list[dict]
-    probes: list[L1Probe]
-    best_index: int
-
-    @property
-    def best_C(self) -> float:
-        return self.table[self.best_index]["C"]
-
-    @property
-    def best_probe(self) -> L1Probe:
-        return self.probes[self.best_index]
-
-
-def check_C_grid(C_grid: list[float], where: str = "C_grid") -> list[float]:
-    """Validated, sorted, de-duplicated grid; a value <= 0 (or not a number) is a one-line error."""
-    if not isinstance(C_grid, (list, tuple)) or not C_grid:
-        raise HNeuronsError(f"{where}: expected a non-empty list of numbers > 0")
-    values = []
-    for value in C_grid:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise HNeuronsError(f"{where}: every C must be a finite number > 0 (got {value!r})")
-        values.append(float(value))
-    return sorted(set(values))
-
-
-def select_C(probe: L1Probe, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-             C_grid: list[float], task_accuracy: TaskAccuracy | None = None,
-             sample_weight: np.ndarray | None = None, progress: bool = False,
-             where: str = "C_grid") -> CSelection:
-    """The paper's C criterion: validation accuracy + task accuracy with that C's H-Neurons suppressed.
-
-    ``probe`` is a template (cloned per C). ``X_val``/``y_val``: validation answer
-    rows, 1 = hallucinated. ``task_accuracy(flat_indices int64[k]) -> float in [0, 1]``
-    is the model's greedy accuracy on validation questions with those neurons at
-    alpha = 0 (None: the criterion is validation accuracy alone). Identical neuron
-    sets are evaluated once. Per C the table holds val_accuracy, task_accuracy,
-    score (their sum), n_positive, n_negative, n_features, per_mille (positives per
-    thousand neurons).
-
-    A C whose probe has no positive weight cannot be chosen (suppressing nothing
-    would trivially maximise the task term); if no C has one, HNeuronsError.
-    Ties: fewer H-Neurons, then smaller C. ``where`` names the grid in error messages.
-    """
-    from hneurons.stats import accuracy
-
-    grid = check_C_grid(list(C_grid), where)
-    cache: dict[tuple[int, ...], float] = {}
-    table, probes = [], []
-    for C in tqdm(grid, desc="C grid", unit="C", disable=not progress):
-        fitted = clone(probe).set_params(C=C).fit(X, y, sample_weight=sample_weight)
-        positive = fitted.positive_
-        key = tuple(positive.tolist())
-        if task_accuracy is not None and key not in cache:
-            cache[key] = float(task_accuracy(positive))
-        val_acc = accuracy(y_val, fitted.predict_proba(X_val)[:, 1])
-        task = cache.get(key, float("nan"))
-        table.append({
-            "C": C, "val_accuracy": val_acc, "task_accuracy": task,
-            "score": val_acc + (task if task_accuracy is not None else 0.0),
-            "n_positive": int(positive.size), "n_negative": int(np.sum(fitted.coef_[0] < 0)),
-            "n_features": int(X.shape[1]), "per_mille": 1000.0 * positive.size / X.shape[1],
-            "kkt_max_violation": fitted.kkt_max_violation_, "kkt_converged": bool(fitted.kkt_converged_),
-        })
-        probes.append(fitted)
-    eligible = [i for i, row in enumerate(table) if row["n_positive"] > 0]
-    if not eligible:
-        raise HNeuronsError(f"{where}: no C in {grid} gives any positive weight (no H-Neurons); "
-                            "add larger C values")
-    best = min(eligible, key=lambda i: (-table[i]["score"], table[i]["n_positive"], table[i]["C"]))
-    for i, row in enumerate(table):
-        row["chosen"] = i == best
-    return CSelection(table, probes, best)
-
-
-# ------------------------------------------------------------------ stability selection
-
-def bootstrap_weights(groups: np.ndarray, rng: np.random.Generator, strata: np.ndarray | None = None) -> np.ndarray:
-    """Row weights for one bootstrap resample of groups (questions): float64[n_rows].
-
-    Groups are drawn with replacement (within each stratum if ``strata`` is given,
-    keeping each stratum's group count); every row of a group drawn m times gets
-    weight m, so both regions of a question move together.
-    """
-    groups = np.asarray(groups)
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    if strata is None:
-        group_stratum = np.zeros(uniq.size, dtype=np.int64)
-    else:
-        strata = np.asarray(strata)
-        group_stratum = np.empty(uniq.size, dtype=strata.dtype)
-        group_stratum[inverse] = strata
-    counts = np.zeros(uniq.size, dtype=np.float64)
-    for stratum in np.unique(group_stratum):
-        members = np.flatnonzero(group_stratum == stratum)
-        drawn = rng.choice(members, size=members.size, replace=True)
-        np.add.at(counts, drawn, 1.0)
-    return counts[inverse]
-
-
-def stability_selection(probe: L1Probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int,
-                        seed: int, sample_weight: np.ndarray | None = None, strata: np.ndarray | None = None,
-                        progress: bool = False) -> np.ndarray:
-    """Share of ``n_boot`` bootstrap refits (resampling groups) in which each neuron's weight is > 0.
-
-    Returns float64[n_features] in [0, 1] (zeros if n_boot == 0). The refits reuse X
-    unchanged: a resample is expressed as row weights (multiplicities), never a copy.
-    """
-    if n_boot < 0:
-        raise HNeuronsError(f"n_bootstrap must be >= 0 (got {n_boot})")
-    base = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    counts = np.zeros(X.shape[1], dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    for _ in tqdm(range(n_boot), desc="stability bootstrap", unit="fit", disable=not progress):
-        weights = base * bootstrap_weights(groups, rng, strata)
-        fitted = clone(probe).set_params(progress=False).fit(X, y, sample_weight=weights)
-        counts[fitted.positive_] += 1.0
-    return counts / n_boot if n_boot else counts
-
-
-# ------------------------------------------------------------------ baselines
-
-def draw_random_neurons(n_features: int, exclude: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` neurons drawn uniformly without replacement from those not in ``exclude``: sorted int64[n]."""
-    pool = np.setdiff1d(np.arange(n_features), np.asarray(exclude, dtype=np.int64))
-    if n > pool.size:
-        raise HNeuronsError(f"cannot draw {n} random neurons from {pool.size} candidates")
-    return np.sort(rng.choice(pool, size=n, replace=False))
-
-
-def draw_layer_matched(exclude: np.ndarray, d_ffn: int, n_layers: int, rng: np.random.Generator) -> np.ndarray:
-    """As many neurons per layer as ``exclude`` has there, drawn uniformly from that layer's others."""
-    exclude = np.asarray(exclude, dtype=np.int64)
-    layers = exclude // d_ffn
-    drawn = []
-    for layer in range(n_layers):
-        k = int(np.sum(layers == layer))
-        if k:
-            inside = exclude[layers == layer] - layer * d_ffn
-            drawn.append(layer * d_ffn + draw_random_neurons(d_ffn, inside, k, rng))
-    return np.sort(np.concatenate(drawn)) if drawn else np.zeros(0, dtype=np.int64)
-
-
-def dense_probe_scores(X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray, C: float = 1.0,
-                       sample_weight: np.ndarray | None = None) -> np.ndarray:
-    """P(y=1) on ``X_eval`` from an L2 logistic regression on a few standardized columns.
-
-    For the baselines (random neurons, length), where the column count is small:
-    columns are z-scored with the training rows' weighted mean/sd, then an L2
-    (``l1_ratio=0``) logistic regression with inverse penalty ``C`` is fitted (lbfgs).
-    X_train: float[n, k]; X_eval: float[m, k]; returns float64[m].
-    """
-    y_train = np.asarray(y_train)
-    w = np.ones(len(y_train)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    X_train = np.asarray(X_train, dtype=np.float64)
-    mean, scale = column_stats(X_train, w)
-    model = LogisticRegression(l1_ratio=0.0, C=C, solver="lbfgs", max_iter=5000)
-    model.fit((X_train - mean) / scale, y_train.astype(np.int64), sample_weight=w)
-    return model.predict_proba((np.asarray(X_eval, dtype=np.float64) - mean) / scale)[:, 1]
-
-
-@dataclass
-class BaselineRun:
-    """One baseline fit: which neurons, its scores on the evaluation rows."""
-
-    seed: int
-    neurons: np.ndarray
-    scores: np.ndarray = field(repr=False)
-
-
-def random_baselines(X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray, exclude: np.ndarray,
-                     seeds: list[int], d_ffn: int, layer_matched: bool = False, C: float = 1.0,
-                     sample_weight: np.ndarray | None = None) -> list[BaselineRun]:
-    """Random-neuron probes with as many neurons as ``exclude`` (the H-Neurons), one per seed.
-
-    Neurons are drawn uniformly from all neurons outside ``exclude`` (or, with
-    ``layer_matched``, the same count per layer as ``exclude``), then scored by
-    :func:`dense_probe_scores` trained on the same rows and labels as the L1 probe.
-    X_train and X_eval are read once each, at the union of the drawn columns
-    (``X[:, cols]``), so a lazy column reader (hneurons.activations.ActivationColumns,
-    RowMatrix) decodes its rows once for all seeds.
-    """
-    n_layers = X_train.shape[1] // d_ffn
-    drawn = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        if layer_matched:
-            drawn.append(draw_layer_matched(exclude, d_ffn, n_layers, rng))
-        else:
-            drawn.append(draw_random_neurons(X_train.shape[1], exclude, len(exclude), rng))
-    union = np.unique(np.concatenate(drawn)) if drawn else np.zeros(0, dtype=np.int64)
-    train_u, eval_u = X_train[:, union], X_eval[:, union]
-    runs = []
-    for seed, cols in zip(seeds, drawn):
-        at = np.searchsorted(union, cols)
-        scores = dense_probe_scores(train_u[:, at], y_train, eval_u[:, at], C, sample_weight)
-        runs.append(BaselineRun(int(seed), cols, scores))
-    return runs
 
 
 # ------------------------------------------------------------------ persistence

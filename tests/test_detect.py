@@ -280,7 +280,7 @@ def test_length_probe_reads_response_length():
 
 
 def _toy_results(seed: int = 0) -> dict:
-    from hneurons.probe import BaselineRun
+    from hneurons.probe_baselines import BaselineRun
 
     rng = np.random.default_rng(seed)
     out = {}

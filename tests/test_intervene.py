@@ -157,7 +157,7 @@ def test_response_only_leaves_prompt_logits_unchanged_and_scales_generated_token
 
 def test_layer_matched_sets_copy_the_h_neurons_layer_counts_and_the_probe_baseline():
     from hneurons.intervene import layer_matched_neuron_sets
-    from hneurons.probe import random_baselines
+    from hneurons.probe_baselines import random_baselines
 
     d_ffn, n_layers = 20, 4
     h = np.array([3, 5, 21, 22, 23, 70])                     # layer 0: 2, layer 1: 3, layer 3: 1

@@ -153,7 +153,7 @@ def test_layer_matched_random_sets_keep_the_layer_counts():
     table = origin.DriftTable.from_drifts(np.arange(200.0), np.arange(200.0) ** 0.5, d_ffn=50)
     h = np.array([1, 2, 3, 60, 199])
     runs = origin.random_set_summaries(table, h, 5, [1, 2, 3], layer_matched=True)
-    from hneurons.probe import draw_layer_matched
+    from hneurons.probe_baselines import draw_layer_matched
     for seed, run in zip([1, 2, 3], runs):
         drawn = draw_layer_matched(h, 50, 4, np.random.default_rng(seed))
         assert np.bincount(drawn // 50, minlength=4).tolist() == [3, 1, 0, 1] and not set(drawn) & set(h)

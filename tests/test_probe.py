@@ -5,9 +5,9 @@ import pytest
 
 from hneurons import probe as probe_mod
 from hneurons.errors import HNeuronsError
-from hneurons.probe import (L1Probe, bootstrap_weights, check_C_grid, column_stats, draw_layer_matched,
-                            draw_random_neurons, h_neuron_frame, load_probe, random_baselines, save_probe,
-                            select_C, stability_selection, training_labels, xt_dot)
+from hneurons.probe import L1Probe, column_stats, h_neuron_frame, load_probe, save_probe, training_labels, xt_dot
+from hneurons.probe_baselines import draw_layer_matched, draw_random_neurons, random_baselines
+from hneurons.probe_selection import bootstrap_weights, check_C_grid, select_C, stability_selection
 
 
 def cett_like(n=500, d=1200, n_pos=8, n_neg=4, seed=0):
@@ -231,7 +231,7 @@ def test_random_draws_exclude_h_neurons_and_match_layers():
 def test_h_neurons_beat_random_neurons(data, heldout):
     X, y, pos, _ = data
     X_te, y_te = heldout
-    from hneurons.probe import dense_probe_scores
+    from hneurons.probe_baselines import dense_probe_scores
     from hneurons.stats import auroc
 
     h_auc = auroc(y_te, dense_probe_scores(X[:, pos], y, X_te[:, pos]))
