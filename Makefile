@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed-requirements.txt
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test setup status clean-venv
+.PHONY: run test test-fast lint setup status clean-venv
 
 setup:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ run: setup
 	dvc repro
 
 test: setup
-	python -m pytest -q -p no:cacheprovider
+	python -m pytest -q
+
+test-fast: setup   # unit tests only: no DVC pipelines, remotes or memory measurements (-m "not pipeline")
+	python -m pytest -q -m "not pipeline"
+
+lint: setup
+	ruff check .
 
 status: setup
 	dvc status

@@ -20,6 +20,8 @@ import pytest
 from hneurons.dvc_lock import lock_output_hashes
 from pipeline_utils import git, make_repo, pipeline_env, set_param, tiny_params
 
+pytestmark = pytest.mark.pipeline
+
 PREPARED = ("triviaqa", "nq_open", "bioasq", "nonexist", "falseqa", "sycophancy", "jailbreak", "faitheval_style")
 STAGES = {f"prepare@{name}" for name in PREPARED} | {
     "model@tiny-instruct", "model@tiny-base", "model@tinytune-base", "tune@tinytune", "sample@tiny",

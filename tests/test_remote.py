@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.pipeline
+
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
 
