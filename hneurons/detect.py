@@ -40,8 +40,10 @@ import numpy as np
 import pandas as pd
 
 from hneurons.errors import HNeuronsError
-from hneurons.judge import _REFUSAL_RE as _REFUSAL_SEARCH
-from hneurons.judge import BioRuleJudge, Judge, RuleJudge, is_refusal
+from hneurons.bio_judge import BioRuleJudge
+from hneurons.judge import Judge, RuleJudge
+from hneurons.refusal import _REFUSAL_RE as _REFUSAL_SEARCH
+from hneurons.refusal import is_refusal
 
 DATASETS = ("triviaqa", "nq_open", "bioasq", "nonexist")
 QA_DATASETS = ("triviaqa", "nq_open", "bioasq")

@@ -103,7 +103,7 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
 def make_judges(cfg: dict[str, Any]):
     """hneurons.compliance.Judges from ``intervene.judge``: {benchmark: rule | llm, llm: {base_url, model, api_key_env}}."""
     from hneurons import compliance as C
-    from hneurons.judge import LLMJudge
+    from hneurons.llm_judge import LLMJudge
 
     spec = dict(cfg["judge"] or {})
     endpoint = spec.pop("llm", None) or {}

@@ -153,8 +153,9 @@ def base_responses(backend, tokenizer, name: str, questions: list[dict], cfg: di
     label: 0 = correct (faithful), 1 = wrong (hallucinated), -1 = refusal/empty
     (not used); ``selected`` marks the balanced set.
     """
+    from hneurons.consistency import select_balanced
     from hneurons.generate import generate_cached
-    from hneurons.judge import RuleJudge, select_balanced
+    from hneurons.judge import RuleJudge
 
     prompts = [origin.base_prompt_ids(tokenizer, q["question"]) for q in questions]
     seeds = [derived_seed(cfg["seed"], f"origin/{name}/{q['example_id']}") for q in questions]

@@ -41,7 +41,8 @@ def make_judge(config: Any):
     HNEURONS_JUDGE_BASE_URL and HNEURONS_JUDGE_MODEL; the key is read only from the
     environment variable named by api_key_env (default OPENAI_API_KEY).
     """
-    from hneurons.judge import LLMJudge, RuleJudge
+    from hneurons.judge import RuleJudge
+    from hneurons.llm_judge import LLMJudge
 
     kind = config.get("kind") if isinstance(config, dict) else None
     if kind == "rule":
@@ -87,7 +88,7 @@ def main(argv: list[str]) -> None:
     family = argv[0]
     params = family_params(load_params(), "sample", family)
     setup_torch(params)
-    from hneurons import generate as gen
+    from hneurons.consistency import RunConfig, run_consistency
     from hneurons.io import read_json, write_json, write_parquet
     from hneurons.machine import machine_facts
 
@@ -99,7 +100,7 @@ def main(argv: list[str]) -> None:
     fingerprint = read_json(model_dir / "fingerprint.json")
     ids, questions, answers, n_unanswerable = read_questions(Path("data/prepared") / f"{dataset}.parquet",
                                                              param(params, "sample.n_questions", None))
-    config = gen.RunConfig(
+    config = RunConfig(
         settings=settings,
         prompt_template=param(params, "sample.prompt"),
         seed=int(param(params, "base.seed")),
@@ -120,8 +121,8 @@ def main(argv: list[str]) -> None:
     # (float rounding may differ between thread counts; a resumed run keeps what was sampled).
     salt = f"{fingerprint['fingerprint']}:{dtype}{device_tag(device)}"
     started = time.perf_counter()
-    result = gen.run_consistency(backend, tokenizer, ids, questions, answers, config, judge,
-                                cache_dir=cache_dir, cache_salt=salt, progress=True)
+    result = run_consistency(backend, tokenizer, ids, questions, answers, config, judge,
+                             cache_dir=cache_dir, cache_salt=salt, progress=True)
     elapsed = time.perf_counter() - started
     if result.counts["selected_per_class"] == 0:
         raise HNeuronsError(
