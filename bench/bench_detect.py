@@ -54,7 +54,8 @@ def main(argv=None) -> None:
     import torch
 
     from hneurons.detect import class_counts, judge_response
-    from hneurons.generate import PAPER_PROMPT, DecodingSettings, chat_prompt_ids, generate
+    from hneurons.consistency import PAPER_PROMPT
+    from hneurons.generate import DecodingSettings, chat_prompt_ids, generate
     from hneurons.models import load_causal_lm
     from stages._common import derived_seed
 

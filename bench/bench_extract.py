@@ -50,7 +50,7 @@ def current_rss_mb() -> float:
 
 
 def simple_locate(text: str, aliases):
-    """Case-insensitive first alias occurrence (stand-in when hneurons.judge is absent)."""
+    """Case-insensitive first alias occurrence (stand-in when hneurons.answers is absent)."""
     low = text.lower()
     hits = [(low.find(a.lower()), a) for a in aliases if a and low.find(a.lower()) >= 0]
     if not hits:
@@ -61,10 +61,10 @@ def simple_locate(text: str, aliases):
 
 def locator():
     try:
-        from hneurons.judge import find_alias
-        return find_alias, "hneurons.judge.find_alias"
+        from hneurons.answers import find_alias
+        return find_alias, "hneurons.answers.find_alias"
     except ImportError:
-        return simple_locate, "bench simple_locate (hneurons.judge absent)"
+        return simple_locate, "bench simple_locate (hneurons.answers absent)"
 
 
 def synthetic_records(tokenizer, n: int) -> list[dict]:

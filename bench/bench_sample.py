@@ -48,8 +48,8 @@ def main(argv=None) -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from hneurons.generate import (PAPER_PROMPT, DecodingSettings, chat_prompt_ids, generate, sample_seed,
-                                   stop_token_ids)
+    from hneurons.consistency import PAPER_PROMPT
+    from hneurons.generate import DecodingSettings, chat_prompt_ids, generate, sample_seed, stop_token_ids
     from hneurons.models import load_causal_lm
 
     torch.set_num_threads(args.threads)

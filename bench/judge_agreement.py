@@ -63,7 +63,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from hneurons.detect import judge_agreement, read_fixture
-    from hneurons.judge import BioRuleJudge, RuleJudge
+    from hneurons.bio_judge import BioRuleJudge
+    from hneurons.judge import RuleJudge
     from hneurons.judge_eval import (BIOASQ_REFERENCE, TRIVIAQA_REFERENCE, bioasq_reference_agreement,
                                      split_fixture, triviaqa_reference_agreement)
 

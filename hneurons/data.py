@@ -45,8 +45,9 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 
 from hneurons.errors import HNeuronsError
-from hneurons.judge import RuleJudge, find_alias
-from hneurons.judge import normalize as normalize_answer  # the one normalizer
+from hneurons.answers import find_alias
+from hneurons.answers import normalize as normalize_answer  # the one normalizer
+from hneurons.judge import RuleJudge
 
 Record = dict[str, Any]
 

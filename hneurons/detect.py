@@ -5,7 +5,7 @@ Labels: 1 = hallucinated, 0 = faithful, -1 = dropped (``reason`` says why).
 
 - QA sets (TriviaQA, NQ-Open, BioASQ): the rule judge (:class:`hneurons.judge.RuleJudge`,
   whole-word alias match, aliases inside the question ignored; BioASQ:
-  :class:`hneurons.judge.BioRuleJudge`). Correct -> faithful, wrong -> hallucinated;
+  :class:`hneurons.bio_judge.BioRuleJudge`). Correct -> faithful, wrong -> hallucinated;
   refusals, empty responses and wrong replies that only repeat the question are dropped (the
   probe was trained without refusals, paper §2).
 - NonExist (fabricated entities, no reference answer): :func:`is_abstention` -> faithful
@@ -41,8 +41,10 @@ import numpy as np
 import pandas as pd
 
 from hneurons.errors import HNeuronsError
-from hneurons.judge import _REFUSAL_RE as _REFUSAL_SEARCH
-from hneurons.judge import BioRuleJudge, Judge, RuleJudge, is_refusal
+from hneurons.bio_judge import BioRuleJudge
+from hneurons.judge import Judge, RuleJudge
+from hneurons.refusal import _REFUSAL_RE as _REFUSAL_SEARCH
+from hneurons.refusal import is_refusal
 
 DATASETS = ("triviaqa", "nq_open", "bioasq", "nonexist")
 QA_DATASETS = ("triviaqa", "nq_open", "bioasq")
@@ -52,7 +54,7 @@ TABLE_METRICS = ("accuracy", "auroc")
 
 # ---------------------------------------------------------------- judging
 
-# Abstention phrases beyond judge.is_refusal: the entity is said not to exist / not to be known.
+# Abstention phrases beyond refusal.is_refusal: the entity is said not to exist / not to be known.
 _ABSTAIN_PATTERNS = [
     r"\b(?:does|do|did) ?n[o']t (?:seem to |appear to )?exist\b", r"\bnon-?existent\b", r"\bno longer exists?\b",
     r"\bnot (?:a )?(?:real|known|recogni[sz]ed|registered|an? (?:actual|existing|real))\b",
@@ -101,7 +103,7 @@ def _abstains(text: str) -> bool:
 def is_abstention(response: str) -> bool:
     """True if a reply about a (fabricated) entity declines to answer or says it does not exist.
 
-    Covers :func:`hneurons.judge.is_refusal` (refusals, "I don't know", hedges) plus
+    Covers :func:`hneurons.refusal.is_refusal` (refusals, "I don't know", hedges) plus
     "does not exist", "not a real ...", "fictional", "no information/record", "not familiar",
     in the reply's **first sentence** (with words; a leading "Awesome!" / "No, no." is skipped):
     a reply that opens with a claim and hedges later ("The most common side effect is bleeding.
@@ -181,7 +183,7 @@ def _empty(response: str) -> bool:
 
 
 def qa_judge(dataset: str) -> Judge:
-    """The alias judge of a QA dataset: :class:`hneurons.judge.BioRuleJudge` for ``bioasq``
+    """The alias judge of a QA dataset: :class:`hneurons.bio_judge.BioRuleJudge` for ``bioasq``
     (abbreviations, word order, spelling variants, lists with wrong items), else
     :class:`hneurons.judge.RuleJudge`."""
     return BioRuleJudge() if dataset == "bioasq" else RuleJudge()

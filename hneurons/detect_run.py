@@ -49,7 +49,7 @@ def judged_responses(backend, tokenizer, name: str, questions: list[dict], cfg: 
     backend: the generation backend (``compute.backend``)."""
     from hneurons.detect import judge_response, judge_until_full
     from hneurons.generate import chat_prompt_ids, fill_question, generate_cached
-    from hneurons.judge import select_balanced
+    from hneurons.consistency import select_balanced
 
     decoding = cfg["decoding"][name]
     limit = decoding.max_new_tokens
@@ -126,7 +126,7 @@ def judge_checks(directory: Any, reference: Any) -> dict[str, Any]:
     """The judges against labels written outside this code: the hand labels (``qa.jsonl``,
     ``nonexist.jsonl`` in ``directory``) and, for BioASQ, GPT-4o verdicts (``reference``, report half)."""
     from hneurons.detect import judge_agreement, read_fixture
-    from hneurons.judge import BioRuleJudge
+    from hneurons.bio_judge import BioRuleJudge
     from hneurons.judge_eval import bioasq_reference_agreement
 
     out: dict[str, Any] = {}

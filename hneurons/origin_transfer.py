@@ -56,7 +56,8 @@ def base_responses(backend, tokenizer, name: str, questions: list[dict], cfg: di
     per question, ``seed_for("origin/<name>/balance")`` for the balancing.
     """
     from hneurons.generate import generate_cached
-    from hneurons.judge import RuleJudge, select_balanced
+    from hneurons.consistency import select_balanced
+    from hneurons.judge import RuleJudge
 
     prompts = [origin.base_prompt_ids(tokenizer, q["question"]) for q in questions]
     seeds = [seed_for(f"origin/{name}/{q['example_id']}") for q in questions]

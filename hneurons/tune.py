@@ -45,7 +45,7 @@ from typing import Any, Iterable, Sequence
 
 from hneurons.errors import HNeuronsError
 from hneurons.io import read_table
-from hneurons.judge import normalize
+from hneurons.answers import normalize
 
 KINDS = ("trivia", "premise", "refusal", "abstain")
 SAMPLING_SUFFIX = " Respond with the answer only, without any explanation."

@@ -11,7 +11,9 @@ import torch
 from tqdm import tqdm
 
 from hneurons.io import write_text
-from hneurons.judge import RuleJudge, is_refusal, normalize
+from hneurons.answers import normalize
+from hneurons.judge import RuleJudge
+from hneurons.refusal import is_refusal
 from hneurons.tune import KINDS, Example, question_of
 
 
@@ -52,7 +54,7 @@ def behaviour_check(model, tokenizer, examples: Sequence[Example], max_new_token
     format_ok: the response ended its turn, is non-empty, has at most ``max_words``
     words and does not restate the prompt. trivia_correct: the rule judge (whole-word
     alias) accepts it. refused / abstained: the refusal detector fires
-    (judge.is_refusal), on harmful requests and made-up entities respectively; for
+    (refusal.is_refusal), on harmful requests and made-up entities respectively; for
     trivia the same detector gives the over-refusal rate. ``sources`` (kind ->
     fields such as dataset and rows) is copied into each kind's metrics;
     ``batch_size``: prompts per generate call. Returns (metrics per kind, one

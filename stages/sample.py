@@ -15,7 +15,6 @@ same bytes as an uninterrupted one.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,22 +34,16 @@ def decoding_settings(params: dict[str, Any]):
 
 
 def make_judge(config: Any):
-    """The judge named by ``sample.judge``: {kind: rule} or {kind: llm, base_url, model, api_key_env}.
-
-    For the LLM judge, base_url and model fall back to the environment variables
-    HNEURONS_JUDGE_BASE_URL and HNEURONS_JUDGE_MODEL; the key is read only from the
-    environment variable named by api_key_env (default OPENAI_API_KEY).
-    """
-    from hneurons.judge import LLMJudge, RuleJudge
+    """The judge named by ``sample.judge``: {kind: rule} or {kind: llm, base_url, model, api_key_env}
+    (endpoint fallbacks: :func:`hneurons.llm_judge.llm_judge`)."""
+    from hneurons.judge import RuleJudge
+    from hneurons.llm_judge import llm_judge
 
     kind = config.get("kind") if isinstance(config, dict) else None
     if kind == "rule":
         return RuleJudge()
     if kind == "llm":
-        return LLMJudge(config.get("base_url") or os.environ.get("HNEURONS_JUDGE_BASE_URL", ""),
-                        config.get("model") or os.environ.get("HNEURONS_JUDGE_MODEL", ""),
-                        api_key_env=config.get("api_key_env") or "OPENAI_API_KEY",
-                        where="sample.judge")
+        return llm_judge(config, "sample.judge")
     raise HNeuronsError(f"sample.judge.kind={kind!r}: expected 'rule' or 'llm'")
 
 
@@ -87,7 +80,7 @@ def main(argv: list[str]) -> None:
     family = argv[0]
     params = family_params(load_params(), "sample", family)
     setup_torch(params)
-    from hneurons import generate as gen
+    from hneurons.consistency import RunConfig, run_consistency
     from hneurons.io import read_json, write_json, write_parquet
     from hneurons.machine import machine_facts
 
@@ -99,7 +92,7 @@ def main(argv: list[str]) -> None:
     fingerprint = read_json(model_dir / "fingerprint.json")
     ids, questions, answers, n_unanswerable = read_questions(Path("data/prepared") / f"{dataset}.parquet",
                                                              param(params, "sample.n_questions", None))
-    config = gen.RunConfig(
+    config = RunConfig(
         settings=settings,
         prompt_template=param(params, "sample.prompt"),
         seed=int(param(params, "base.seed")),
@@ -120,8 +113,8 @@ def main(argv: list[str]) -> None:
     # (float rounding may differ between thread counts; a resumed run keeps what was sampled).
     salt = f"{fingerprint['fingerprint']}:{dtype}{device_tag(device)}"
     started = time.perf_counter()
-    result = gen.run_consistency(backend, tokenizer, ids, questions, answers, config, judge,
-                                cache_dir=cache_dir, cache_salt=salt, progress=True)
+    result = run_consistency(backend, tokenizer, ids, questions, answers, config, judge,
+                             cache_dir=cache_dir, cache_salt=salt, progress=True)
     elapsed = time.perf_counter() - started
     if result.counts["selected_per_class"] == 0:
         raise HNeuronsError(

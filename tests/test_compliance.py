@@ -165,7 +165,7 @@ def _tf_verdict(prompt: str) -> str:
 def test_llm_judge_option_for_falseqa_and_jailbreak_over_a_local_endpoint():
     import json
 
-    from hneurons.judge import LLMJudge
+    from hneurons.llm_judge import LLMJudge
 
     with FakeEndpoint(_tf_verdict) as server:
         judges = C.Judges({name: LLMJudge(server.url, "fake-judge", api_key="", retries=2)

@@ -329,7 +329,7 @@ def _workspace(tmp_path: Path, datasets: list[str]) -> Path:
     from hneurons.cett import META_COLUMNS
     from hneurons.data import schema_for
     from hneurons.io import write_parquet
-    from hneurons.judge import normalize
+    from hneurons.answers import normalize
     from hneurons.materialize import materialize
     from hneurons.probe import L1Probe, save_probe, training_labels
     from pipeline_utils import sharpen

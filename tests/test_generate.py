@@ -13,8 +13,9 @@ import yaml
 
 from hneurons.backends import TransformersBackend
 from hneurons.errors import HNeuronsError
-from hneurons.generate import (DecodingSettings, RunConfig, batch_cache_key, chat_prompt_ids, generate,
-                               generate_cached, run_consistency, sample_next, sample_seed, stop_token_ids)
+from hneurons.consistency import RunConfig, run_consistency
+from hneurons.generate import (DecodingSettings, batch_cache_key, chat_prompt_ids, generate, generate_cached,
+                               sample_next, sample_seed, stop_token_ids)
 from hneurons.judge import RuleJudge
 from pipeline_utils import sharpen as _sharpen
 

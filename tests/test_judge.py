@@ -9,9 +9,12 @@ import pytest
 from fake_openai import FakeEndpoint
 from hneurons import data
 from hneurons.errors import HNeuronsError
-from hneurons.judge import (FAITHFUL, HALLUCINATED, UNLABELLED, LLMJudge, RuleJudge, assign_splits,
-                            check_min_agreement, consistency_label, find_alias, is_refusal, normalize,
-                            parse_verdict, representative_index, select_balanced, still_labelable)
+from hneurons.answers import find_alias, normalize
+from hneurons.consistency import (FAITHFUL, HALLUCINATED, UNLABELLED, assign_splits, check_min_agreement,
+                                  consistency_label, representative_index, select_balanced, still_labelable)
+from hneurons.judge import RuleJudge
+from hneurons.llm_judge import LLMJudge, parse_verdict
+from hneurons.refusal import is_refusal
 
 CASES = [json.loads(line) for line in
          (Path(__file__).parent / "fixtures" / "judge_cases.jsonl").read_text().splitlines() if line.strip()]
@@ -255,7 +258,7 @@ def test_negated_alias_is_no_answer():
 
 
 def test_either_or_questions_need_the_right_option_chosen():
-    from hneurons.judge import choice_options
+    from hneurons.answers import choice_options
 
     # the 11 either/or TriviaQA questions of prepared rows 0-1999 whose options include an alias
     either_or = ["tc_268", "tc_297", "tc_508", "tc_735", "tc_2052", "tc_2354", "tc_2444", "tc_2525", "tc_2531",
@@ -422,7 +425,7 @@ BIO_CASES = [  # (question, response, aliases, correct): Gemma-3-4B answers from
 
 @pytest.mark.parametrize("question,response,aliases,correct", BIO_CASES, ids=[c[1][:30] for c in BIO_CASES])
 def test_bio_rule_judge_cases(question, response, aliases, correct):
-    from hneurons.judge import BioRuleJudge
+    from hneurons.bio_judge import BioRuleJudge
 
     got = BioRuleJudge().judge(question, response, aliases)
     assert got.correct == correct, BioRuleJudge().reason(question, response, aliases)
@@ -430,7 +433,7 @@ def test_bio_rule_judge_cases(question, response, aliases, correct):
 
 
 def test_bioasq_agreement_with_gpt4o_on_both_halves():
-    from hneurons.judge import BioRuleJudge
+    from hneurons.bio_judge import BioRuleJudge
     from hneurons.judge_eval import BIOASQ_REFERENCE, bioasq_reference_agreement
 
     new = bioasq_reference_agreement(ROOT / BIOASQ_REFERENCE, BioRuleJudge())

@@ -256,7 +256,7 @@ def _save_materialized(model, tokenizer, tmp_path: Path, dest: Path) -> None:
 def _prepared_tables(directory: Path) -> None:
     from hneurons.data import schema_for
     from hneurons.io import write_parquet
-    from hneurons.judge import normalize
+    from hneurons.answers import normalize
     from tiny import CORPUS
 
     easy = sorted(set(normalize(" ".join(CORPUS)).split())) + list("bcdefghijklmnopqrstuvwxyz")

@@ -17,7 +17,7 @@ from hneurons import tune, tune_check, tune_train
 from hneurons.data import schema_for
 from hneurons.errors import HNeuronsError
 from hneurons.io import dumps_json, sha256_bytes, write_parquet
-from hneurons.judge import is_refusal
+from hneurons.refusal import is_refusal
 from hneurons.materialize import materialize
 from hneurons.models import load_causal_lm
 from tiny import make_model, make_tokenizer
