@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from hneurons import layout
 from hneurons.detect import DATASETS, TABLE_METRICS
 from hneurons.errors import HNeuronsError
 
@@ -77,13 +78,13 @@ def write_responses_and_table1(frames: list[pd.DataFrame], results: Mapping[str,
 
     family = metrics["family"]
     responses = pd.concat(frames, ignore_index=True)
-    write_parquet(data_dir / "responses.parquet", pa.Table.from_pandas(responses, preserve_index=False),
+    write_parquet(data_dir / layout.DETECT_RESPONSES, pa.Table.from_pandas(responses, preserve_index=False),
                   jsonable({"family": family, "decoding": metrics["decoding"], "prompt": prompt}))
-    write_text(report_dir / "table1.csv", csv_text(table1(results, table_metric), "%.2f"))
+    write_text(report_dir / layout.DETECT_TABLE1_CSV, csv_text(table1(results, table_metric), "%.2f"))
     sizes = ", ".join(f"{r['h_neurons']['n_faithful']}/{r['h_neurons']['n_hallucinated']}" for r in results.values())
     title = (f"{family}: {metrics['n_h_neurons']} H-Neurons, {table_metric} on balanced sets "
              f"(faithful/hallucinated: {sizes})")
-    plot_table1(results, table_metric, title, report_dir / "table1.png")
+    plot_table1(results, table_metric, title, report_dir / layout.DETECT_TABLE1_PNG)
 
 
 def detect_metrics(family: str, fingerprint: str, n_h_neurons: int, cfg: Mapping[str, Any], meta: Mapping[str, Any],

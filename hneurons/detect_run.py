@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 
 log = logging.getLogger("detect")
@@ -38,7 +39,7 @@ def detect_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
                         name, cfg["n_questions"][name], len(rows))
         rows = rows[: cfg["n_questions"][name]]
     if not rows:
-        raise HNeuronsError(f"data/prepared/{name}.parquet: no questions for detect (detect.n_questions.{name})")
+        raise HNeuronsError(f"{layout.prepared(name)}: no questions for detect (detect.n_questions.{name})")
     return rows
 
 
@@ -153,16 +154,17 @@ def probe_inputs(family: str, probe_dataset: str, labelling: str):
     from hneurons.detect import probe_training_rows
     from hneurons.probe import load_probe
 
-    probe, _ = load_probe(Path(f"models/probe/{family}"))
+    directory = layout.probe_dir(family)
+    probe, _ = load_probe(directory)
     if probe.positive_.size == 0:
-        raise HNeuronsError(f"models/probe/{family}: the probe has no positive weights (no H-Neurons to test); "
+        raise HNeuronsError(f"{directory}: the probe has no positive weights (no H-Neurons to test); "
                             f"widen probe.C_grid")
-    acts = Path(f"data/activations/{family}/instruct/{probe_dataset}")
+    acts = layout.activations(family, "instruct", probe_dataset)
     if not acts.is_dir():
         raise HNeuronsError(f"{acts}: not found (run the extract stage for family {family!r})")
     meta = activation_metadata(acts)
     if probe.n_features_in_ != int(meta["n_layers"]) * int(meta["d_ffn"]):
-        raise HNeuronsError(f"models/probe/{family}: the probe has {probe.n_features_in_} features; {acts} has "
+        raise HNeuronsError(f"{directory}: the probe has {probe.n_features_in_} features; {acts} has "
                             f"{meta['n_layers']} x {meta['d_ffn']}")
     return probe, meta, probe_training_rows(acts, labelling)
 

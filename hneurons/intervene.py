@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from hneurons.models import FFNBlock, ffn_blocks
 
@@ -171,11 +172,9 @@ def layer_matched_neuron_sets(exclude: np.ndarray, n_layers: int, d_ffn: int, se
 def h_neurons(family: str, n_layers: int, d_ffn: int) -> np.ndarray:
     """The probe's H-Neurons (``models/probe/<family>``: flat indices with a positive weight); one-line
     errors for an empty or mismatched set."""
-    from pathlib import Path
-
     from hneurons.probe import load_probe
 
-    directory = Path("models/probe") / family
+    directory = layout.probe_dir(family)
     probe, _ = load_probe(directory)
     if probe.n_features_in_ != n_layers * d_ffn:
         raise HNeuronsError(f"{directory}: probe has {probe.n_features_in_} features but the model has "

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 
 
@@ -61,7 +62,7 @@ def benchmark_items(cfg: dict[str, Any], family: str, seed_of: Callable[[str], i
     for bench in cfg["benchmarks"]:
         pool = builders[bench]()
         if not pool:
-            raise HNeuronsError(f"data/prepared/{bench}.parquet: no items for {bench} "
+            raise HNeuronsError(f"{layout.prepared(bench)}: no items for {bench} "
                                 f"(check intervene.sycophancy_categories for sycophancy)")
         items[bench] = pick(pool, bench, cfg["n_items"][bench], bench in cfg["screen"],
                             seed_of(f"intervene/items/{bench}"))

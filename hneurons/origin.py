@@ -42,6 +42,7 @@ import pyarrow as pa
 import torch
 from scipy.stats import rankdata, ttest_ind
 
+from hneurons import layout
 from hneurons.checkpoint import Checkpoint
 from hneurons.errors import HNeuronsError
 from hneurons.io import write_parquet, write_text
@@ -360,22 +361,22 @@ def drift_outputs(table: DriftTable, h: np.ndarray, cfg: dict[str, Any], family:
     matched = [seed_for(f"origin/drift/layer/{i}") for i in range(cfg["n_random_sets"])]
     report = drift_report(table, h, seeds, layer_matched_seeds=matched)
     frame = table.frame(h).rename(columns={"is_selected": "is_h_neuron"})
-    write_parquet(data_dir / "drift.parquet", pa.Table.from_pandas(frame, preserve_index=False),
+    write_parquet(data_dir / layout.ORIGIN_DRIFT, pa.Table.from_pandas(frame, preserve_index=False),
                   {"family": family, "n_h_neurons": int(h.size)})
     ranks = frame[frame["is_h_neuron"]][["flat_index", "layer", "neuron", "drift_up", "drift_down", "rank",
                                          "rank_layer"]]
-    write_text(report_dir / "h_neuron_ranks.csv", ranks.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    write_text(report_dir / layout.ORIGIN_RANKS, ranks.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     summary = report["global"]["h_neurons"]
     title = (f"{family}: {summary['n']} H-Neurons, mean rank {summary['mean_rank']:.3f} "
              f"(random {report['global']['random']['mean_rank']['mean']:.3f}), "
              f"empirical {significance_label(summary['p_empirical'])}")
-    plot_drift_strip(ranks["rank"].to_numpy(), title, report_dir / "drift_strip.png", seed=cfg["seed"])
+    plot_drift_strip(ranks["rank"].to_numpy(), title, report_dir / layout.ORIGIN_STRIP, seed=cfg["seed"])
     random_rows = []
     for scope in ("global", "per_layer"):
         for kind in ("random", "random_layer_matched"):
             random_rows += [{"scope": scope, "kind": kind, **run} for run in report[scope][kind].pop("runs")]
     columns = ["scope", "kind", "seed", "n", "mean_rank", "p_empirical", "t", "p_value"]
-    write_text(report_dir / "drift_random_sets.csv", pd.DataFrame(random_rows, columns=columns).to_csv(
+    write_text(report_dir / layout.ORIGIN_RANDOM_SETS, pd.DataFrame(random_rows, columns=columns).to_csv(
         index=False, float_format="%.6g", lineterminator="\n"))
     return report
 

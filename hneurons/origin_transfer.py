@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hneurons import origin
+from hneurons import layout, origin
 from hneurons.errors import HNeuronsError
 from hneurons.io import write_parquet, write_text
 
@@ -151,8 +151,8 @@ def analyse(metrics: dict[str, Any], table: origin.DriftTable, family: str, cfg:
     metrics["transfer"] = transfer
     metrics["decoding"] = cfg["decoding"].as_dict()
     responses = pd.concat(frames, ignore_index=True)
-    write_parquet(data_dir / "base_responses.parquet", pa.Table.from_pandas(responses, preserve_index=False),
+    write_parquet(data_dir / layout.ORIGIN_BASE_RESPONSES, pa.Table.from_pandas(responses, preserve_index=False),
                   {"family": family, "decoding": metrics["decoding"], "prompt_suffix": origin.BASE_SUFFIX})
     columns = ["dataset", "n", "auroc", "auroc_lo", "auroc_hi", "random_auroc"]
-    write_text(report_dir / "transfer.csv", pd.DataFrame(rows, columns=columns).to_csv(
+    write_text(report_dir / layout.ORIGIN_TRANSFER, pd.DataFrame(rows, columns=columns).to_csv(
         index=False, float_format="%.6g", lineterminator="\n"))

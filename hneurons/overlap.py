@@ -32,14 +32,13 @@ module never reads params.yaml; ``stages/check_rows.py`` builds the uses from th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from hneurons.io import read_table
 
 ROLES = ("table", "train", "eval")
-PREPARED = Path("data/prepared")
 # format -> (example_id prefix, shared space): an id of that format starting with the prefix is, without
 # it, a question id of the shared space; other ids stay in their own table's space.
 ID_SPACES: dict[str, tuple[str, str]] = {
@@ -206,7 +205,7 @@ class Tables:
 
     def __call__(self, name: str) -> list[dict]:
         if name not in self._rows:
-            path = PREPARED / f"{name}.parquet"
+            path = layout.prepared(name)
             if not path.is_file():
                 raise HNeuronsError(f"{path}: not found; run prepare@{name}")
             self._rows[name] = read_table(path).to_pylist()

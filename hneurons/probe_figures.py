@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from hneurons import layout
+
 
 def plot_pngs(out: Path, grid: pd.DataFrame, per_layer: pd.DataFrame, chosen_C: float) -> None:
     """metric_vs_C.png, count_vs_C.png, per_layer.png (matplotlib, Agg, no timestamps)."""
@@ -24,7 +26,7 @@ def plot_pngs(out: Path, grid: pd.DataFrame, per_layer: pd.DataFrame, chosen_C: 
     ax.set(xscale="log", xlabel="C", ylabel="value", title="C selection")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "metric_vs_C.png", dpi=100, metadata=meta)
+    fig.savefig(out / layout.PROBE_METRIC_PNG, dpi=100, metadata=meta)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -34,7 +36,7 @@ def plot_pngs(out: Path, grid: pd.DataFrame, per_layer: pd.DataFrame, chosen_C: 
     ax.set(xscale="log", xlabel="C", ylabel="neurons with non-zero weight", title="Sparsity vs C")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "count_vs_C.png", dpi=100, metadata=meta)
+    fig.savefig(out / layout.PROBE_COUNT_PNG, dpi=100, metadata=meta)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -42,5 +44,5 @@ def plot_pngs(out: Path, grid: pd.DataFrame, per_layer: pd.DataFrame, chosen_C: 
     ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set(xlabel="layer", ylabel="H-Neurons", title=f"H-Neurons per layer (C={chosen_C:g})")
     fig.tight_layout()
-    fig.savefig(out / "per_layer.png", dpi=100, metadata=meta)
+    fig.savefig(out / layout.PROBE_LAYER_PNG, dpi=100, metadata=meta)
     plt.close(fig)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hneurons import layout
 from hneurons.io import atomic_path, csv_text, dumps_json, jsonable, write_parquet
 from hneurons.probe import L1Probe, h_neuron_frame, save_probe
 from hneurons.probe_baselines import dense_probe_scores, random_baselines
@@ -134,18 +135,19 @@ def write_outputs(family: str, selection, frequency: np.ndarray | None, metrics:
     """Write models/probe/<family>/ and reports/probe/<family>/, each directory atomically."""
     best, grid = selection.best_probe, pd.DataFrame(selection.table)
     h = best.positive_
-    with atomic_path(f"models/probe/{family}") as tmp:
+    with atomic_path(layout.probe_dir(family)) as tmp:
         tmp.mkdir()
-        write_table(tmp / "h_neurons.parquet", h_neuron_frame(best, d_ffn, frequency), lineage)
-        write_table(tmp / "neurons_by_C.parquet", neurons_by_C(selection.probes, list(grid["C"]), d_ffn), lineage)
+        write_table(tmp / layout.PROBE_H_NEURONS, h_neuron_frame(best, d_ffn, frequency), lineage)
+        write_table(tmp / layout.PROBE_NEURONS_BY_C, neurons_by_C(selection.probes, list(grid["C"]), d_ffn), lineage)
         stability = np.zeros(best.n_features_in_) if frequency is None else frequency
-        write_table(tmp / "stability.parquet", stability_frame(stability, h, d_ffn), lineage)
+        write_table(tmp / layout.PROBE_STABILITY, stability_frame(stability, h, d_ffn), lineage)
         save_probe(best, tmp, jsonable({**lineage, "n_layers": len(per_layer), "d_ffn": d_ffn}))
-    with atomic_path(f"reports/probe/{family}") as tmp:
+    with atomic_path(layout.report_dir("probe", family)) as tmp:
         tmp.mkdir()
-        texts = {"metrics.json": dumps_json(jsonable(metrics)), "c_grid.csv": csv_text(grid),
-                 "count_vs_C.csv": csv_text(grid[["C", "n_positive", "n_negative", "per_mille"]]),
-                 "per_layer.csv": csv_text(per_layer), "baselines.csv": csv_text(pd.DataFrame(baseline_rows))}
+        texts = {layout.METRICS: dumps_json(jsonable(metrics)), layout.PROBE_C_GRID: csv_text(grid),
+                 layout.PROBE_COUNT_VS_C: csv_text(grid[["C", "n_positive", "n_negative", "per_mille"]]),
+                 layout.PROBE_PER_LAYER: csv_text(per_layer),
+                 layout.PROBE_BASELINES: csv_text(pd.DataFrame(baseline_rows))}
         for name, text in texts.items():
             (tmp / name).write_text(text, encoding="utf-8")
         plot_pngs(tmp, grid, per_layer, selection.best_C)

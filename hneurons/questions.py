@@ -8,9 +8,9 @@ asks only the others (:func:`held_out_questions`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 
 PROBE_SPLITS = ("train", "validation")
@@ -20,7 +20,7 @@ def prepared_questions(dataset: str, columns: Sequence[str] | None = None) -> li
     """Rows of ``data/prepared/<dataset>.parquet`` (``columns``; None = all), in table order."""
     from hneurons.io import read_table
 
-    path = Path("data/prepared") / f"{dataset}.parquet"
+    path = layout.prepared(dataset)
     if not path.is_file():
         raise HNeuronsError(f"{path}: not found; run prepare@{dataset}")
     return read_table(path, columns=None if columns is None else list(columns)).to_pylist()
@@ -30,7 +30,7 @@ def probe_question_ids(family: str, probe_dataset: str) -> set:
     """example_ids in the probe's train/validation splits (``data/samples/<family>/<probe_dataset>.parquet``)."""
     from hneurons.io import read_table
 
-    samples = Path("data/samples") / family / f"{probe_dataset}.parquet"
+    samples = layout.samples(family, probe_dataset)
     if not samples.is_file():
         raise HNeuronsError(f"{samples}: not found (run sample@{family}); needed to hold out the probe's questions")
     used = read_table(samples, columns=["example_id", "split"]).to_pandas()

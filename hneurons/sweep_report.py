@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from hneurons import layout
+
 log = logging.getLogger("intervene")
-FIXTURES = Path("data/labels/intervene")
+FIXTURES = layout.labels("intervene")
 RATE_COLUMNS = ["benchmark", "neurons", "alpha", "compliance", "ci_lo", "ci_hi", "n", "n_parsed",
                 "compliance_parsed", "parse_failure_rate"]
 
@@ -124,12 +126,12 @@ def write_reports(judgements, items: dict[str, list], judges, screened: dict[str
     rates_by_set = sweep.rate_table(bench_rows, cfg["n_boot"], cfg["seed"], by_set=True)
     per_bench = sweep_metrics(rates, rates_by_set)
     effects, effect_slopes = sweep.paired_effects(bench_rows, cfg["n_boot"], cfg["seed"])
-    write_text(report_dir / "effects_by_alpha.csv", csv_text(effects, float_format="%.6g"))
-    write_text(report_dir / "effect_slopes.csv", csv_text(effect_slopes, float_format="%.6g"))
-    write_rates(rates, report_dir / "compliance.csv", RATE_COLUMNS)
+    write_text(report_dir / layout.INTERVENE_EFFECTS, csv_text(effects, float_format="%.6g"))
+    write_text(report_dir / layout.INTERVENE_SLOPES, csv_text(effect_slopes, float_format="%.6g"))
+    write_rates(rates, report_dir / layout.INTERVENE_COMPLIANCE_CSV, RATE_COLUMNS)
     title = (f"{family}: {n_h_neurons} H-Neurons vs {n_random_sets} layer-matched random sets (pooled), "
              f"positions={cfg['positions']}")
-    plot_panels(rates, cfg["benchmarks"], "compliance rate (%)", report_dir / "compliance.png", title)
+    plot_panels(rates, cfg["benchmarks"], "compliance rate (%)", report_dir / layout.INTERVENE_COMPLIANCE_PNG, title)
     metrics: dict[str, Any] = {
         "family": family, "n_h_neurons": n_h_neurons, "n_random_sets": n_random_sets, "positions": cfg["positions"],
         "alphas": cfg["alphas"], "random_alphas": cfg["random_alphas"], "units": "percent; slopes in pp per unit alpha",
@@ -149,10 +151,10 @@ def write_reports(judgements, items: dict[str, list], judges, screened: dict[str
     cap_rows = frame[frame["benchmark"] == "triviaqa"]
     capability = sweep.rate_table(cap_rows, cfg["n_boot"], cfg["seed"])
     capability_by_set = sweep.rate_table(cap_rows, cfg["n_boot"], cfg["seed"], by_set=True)
-    write_text(report_dir / "capability.csv", csv_text(
+    write_text(report_dir / layout.INTERVENE_CAPABILITY_CSV, csv_text(
         capability.rename(columns={"compliance": "accuracy"})[["neurons", "alpha", "accuracy", "ci_lo", "ci_hi", "n"]]
         .sort_values(["neurons", "alpha"]), float_format="%.6g"))
-    plot_panels(capability, ["triviaqa"], "greedy accuracy (%)", report_dir / "capability.png",
+    plot_panels(capability, ["triviaqa"], "greedy accuracy (%)", report_dir / layout.INTERVENE_CAPABILITY_PNG,
                 f"{family}: capability cost, held-out TriviaQA (rule judge)")
     metrics["capability"] = sweep_metrics(capability, capability_by_set)["triviaqa"]
     cap_effects, cap_slopes = sweep.paired_effects(cap_rows, cfg["n_boot"], cfg["seed"])

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from hneurons.io import read_table
 from hneurons.answers import normalize
@@ -311,12 +312,9 @@ def examples_frame(examples: Sequence[Example]):
 
 # ------------------------------------------------------------------ sources (prepared tables, AdvBench)
 
-PREPARED = Path("data/prepared")
-
-
 def read_prepared(name: str) -> list[dict]:
     """Rows of data/prepared/<name>.parquet as dicts."""
-    path = PREPARED / f"{name}.parquet"
+    path = layout.prepared(name)
     if not path.is_file():
         raise HNeuronsError(f"{path}: not found; run prepare@{name}")
     return read_table(path).to_pylist()

@@ -24,17 +24,16 @@ exit status 2, nothing written.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from hneurons import overlap
+from hneurons import layout, overlap
 from hneurons.errors import HNeuronsError
 from hneurons.io import write_json
 from hneurons.overlap import Tables, Use, source_key
 from stages._common import family_params, load_params, param, run, setup_runtime
 
 log = logging.getLogger("check_rows")
-REPORT = Path("reports/check_rows.json")
+REPORT = layout.CHECK_ROWS
 NEEDS_SAMPLES = "drops the probe's train/validation questions (data/samples): disjoint by construction"
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
                              param, run, setup_torch)
@@ -124,7 +125,7 @@ def main(argv: list[str]) -> None:
     from hneurons.models import load_causal_lm
 
     agreement = judge_checks(cfg["judge_labels"], cfg["judge_reference"])
-    model_dir = Path(f"models/llm/{family}/instruct")
+    model_dir = layout.model_dir(family, "instruct")
     probe, meta, train = probe_inputs(family, cfg["probe_dataset"], cfg["labelling"])
     fingerprint = read_fingerprint(model_dir)["fingerprint"]
     model, tokenizer = load_causal_lm(model_dir, cfg["dtype"], cfg["device"])
@@ -139,11 +140,11 @@ def main(argv: list[str]) -> None:
         frames.append(frame)
 
     metrics = detect_metrics(family, fingerprint, int(probe.positive_.size), cfg, meta, agreement, results)
-    report_dir, data_dir = Path(f"reports/detect/{family}"), Path(f"data/detect/{family}")
+    report_dir, data_dir = layout.report_dir("detect", family), layout.data_dir("detect", family)
     write_responses_and_table1(frames, results, metrics, cfg["prompt"], cfg["table_metric"], data_dir, report_dir)
     metrics["generation"] = backend.info()
     metrics["machine"] = machine_facts(model, cfg["dtype"])
-    write_json(report_dir / "metrics.json", jsonable(metrics))
+    write_json(report_dir / layout.METRICS, jsonable(metrics))
 
 if __name__ == "__main__":
     run(main)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from hneurons import activations, cett, spans
+from hneurons import activations, cett, layout, spans
 from hneurons.errors import HNeuronsError
 from hneurons.io import read_json, read_schema, read_table, sha256_file, write_json
 from hneurons.machine import machine_facts
@@ -111,10 +111,10 @@ def main(argv: list[str]) -> None:
     opts = settings(params)
     setup_torch(params)
     where = f"extract {family}/{role}/{dataset}"
-    samples_path = Path(f"data/samples/{family}/{dataset}.parquet")
-    model_dir = Path(f"models/llm/{family}/{role}")
-    out = Path(f"data/activations/{family}/{role}/{dataset}/{name}")
-    report_path = Path(f"reports/extract/{family}/{role}/{dataset}/{name}.json")
+    samples_path = layout.samples(family, dataset)
+    model_dir = layout.model_dir(family, role)
+    out = layout.activation_run(family, role, dataset, name)
+    report_path = layout.extract_report(family, role, dataset, name)
 
     records = read_samples(samples_path)
     if not (model_dir / "fingerprint.json").is_file():

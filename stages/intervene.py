@@ -26,6 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
                              param, run, setup_torch)
@@ -112,7 +113,7 @@ def main(argv: list[str]) -> None:
     judges = compliance_judges(cfg["judge"], cfg["benchmarks"], SECTION)
     for judge in judges.llm.values():
         judge.check()  # an unreachable endpoint fails before any generation
-    model_dir = Path("models/llm") / family / "instruct"
+    model_dir = layout.model_dir(family, "instruct")
     if not (model_dir / "fingerprint.json").is_file():
         raise HNeuronsError(f"{model_dir}/fingerprint.json: not found (run the model stage for {family}-instruct)")
     fingerprint = read_json(model_dir / "fingerprint.json")["fingerprint"]
@@ -130,18 +131,18 @@ def main(argv: list[str]) -> None:
     screened = screen_pools(model, tokenizer, items, cfg, judges, config)
     log.info("%s: %d H-Neurons, %d random sets, items %s, screened %s", family, h.size, len(sets) - 1,
              {b: len(v) for b, v in items.items()}, screened)
-    data_dir, report_dir = Path("data/intervene") / family, Path("reports/intervene") / family
+    data_dir, report_dir = layout.data_dir("intervene", family), layout.report_dir("intervene", family)
     meta = {"family": family, "model_fingerprint": fingerprint, "n_h_neurons": int(h.size),
             "positions": cfg["positions"], "decoding": {b: {f: s.as_dict() for f, s in v.items()}
                                                          for b, v in cfg["settings"].items()}}
     judgements = sweep.run_sweep(model, tokenizer, items, plan, sets, judges, config,
-                                 data_dir / "generations.parquet", meta)
-    write_parquet(data_dir / "judgements.parquet", judgements, meta)
+                                 data_dir / layout.INTERVENE_GENERATIONS, meta)
+    write_parquet(data_dir / layout.INTERVENE_JUDGEMENTS, judgements, meta)
     metrics = write_reports(judgements, items, judges, screened, cfg, family, int(h.size), len(sets) - 1,
                             meta["decoding"], report_dir)
     metrics["generation"] = hooked_generation_info(params, family, model, tokenizer)  # hooks need the model
     metrics["machine"] = machine_facts(model, cfg["dtype"])
-    write_json(report_dir / "metrics.json", jsonable(metrics))
+    write_json(report_dir / layout.METRICS, jsonable(metrics))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from hneurons.materialize import materialize
 from stages._common import entry, load_params, param, run, setup_torch
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> None:
             raise HNeuronsError(f"{where}.{key}: required")
     if config["role"] not in ROLES:
         raise HNeuronsError(f"{where}.role={config['role']!r}: expected one of {', '.join(ROLES)}")
-    out = f"models/llm/{config['family']}/{config['role']}"
+    out = str(layout.model_dir(config["family"], config["role"]))
     started = time.perf_counter()
     fingerprint = materialize(config["source"], out, param(params, "base.cache_dir", ".cache/hneurons"),
                               where=f"{where}.source")

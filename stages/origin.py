@@ -34,7 +34,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hneurons import origin
+from hneurons import layout, origin
 from hneurons.errors import HNeuronsError
 from hneurons.io import atomic_path, jsonable, write_json, write_text
 from hneurons.machine import machine_facts
@@ -102,9 +102,9 @@ def main(argv: list[str]) -> None:
     params = family_params(load_params(), SECTION, family)
     cfg = read_config(params)
     cfg["device"], cfg["dtype"] = compute_settings(params, family)
-    base_dir, instruct_dir = Path(f"models/llm/{family}/base"), Path(f"models/llm/{family}/instruct")
-    data_dir, report_dir = Path(f"data/origin/{family}"), Path(f"reports/origin/{family}")
-    metrics_path = Path(f"reports/origin/{family}.json")
+    base_dir, instruct_dir = layout.model_dir(family, "base"), layout.model_dir(family, "instruct")
+    data_dir, report_dir = layout.data_dir("origin", family), layout.report_dir("origin", family)
+    metrics_path = layout.origin_metrics(family)
     if not (base_dir / "config.json").is_file():
         skip(family, f"no base model ({base_dir} does not exist); the paper's origin analysis needs a "
                      f"base + instruct pair", data_dir, report_dir, metrics_path)
@@ -116,8 +116,9 @@ def main(argv: list[str]) -> None:
     from hneurons.models import load_causal_lm
     from hneurons.probe import load_probe
 
-    probe, _ = load_probe(Path(f"models/probe/{family}"))
-    acts = Path(f"data/activations/{family}/instruct/{cfg['probe_dataset']}")
+    probe_dir = layout.probe_dir(family)
+    probe, _ = load_probe(probe_dir)
+    acts = layout.activations(family, "instruct", cfg["probe_dataset"])
     if not acts.is_dir():
         raise HNeuronsError(f"{acts}: not found (run the extract stage for family {family!r})")
     meta = activation_metadata(acts)
@@ -126,11 +127,11 @@ def main(argv: list[str]) -> None:
     shape = origin.check_pair(base, instruct, str(base_dir), str(instruct_dir))
     n_features, d_ffn = shape["n_layers"] * shape["d_ffn"], shape["d_ffn"]
     if probe.n_features_in_ != n_features:
-        raise HNeuronsError(f"models/probe/{family}: the probe has {probe.n_features_in_} features; "
+        raise HNeuronsError(f"{probe_dir}: the probe has {probe.n_features_in_} features; "
                             f"{base_dir} has {n_features} FFN neurons")
     h = probe.positive_
     if h.size == 0:
-        raise HNeuronsError(f"models/probe/{family}: the probe has no positive weights (no H-Neurons to analyse); "
+        raise HNeuronsError(f"{probe_dir}: the probe has no positive weights (no H-Neurons to analyse); "
                             f"widen probe.C_grid")
     metrics: dict[str, Any] = {"family": family, "n_h_neurons": int(h.size), "n_neurons": n_features,
                                "base_fingerprint": read_fingerprint(base_dir)["fingerprint"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from hneurons import data
+from hneurons import data, layout
 from hneurons.errors import HNeuronsError
 from hneurons.io import write_json, write_parquet
 from stages._common import entry, load_params, run, setup_runtime
@@ -27,13 +27,13 @@ def main(argv: list[str]) -> None:
     table = data.prepare(fmt, rows, options, where, drops)
     metadata = {"dataset": name, "format": fmt, "n_examples": table.num_rows,
                 "params": {k: v for k, v in config.items()}}
-    write_parquet(f"data/prepared/{name}.parquet", table, metadata)
+    write_parquet(layout.prepared(name), table, metadata)
     report = {"dataset": name, "format": fmt, "n_raw": len(rows), "n_examples": table.num_rows,
               "n_dropped": sum(drops.values()), "dropped": dict(sorted(drops.items()))}
-    write_json(f"reports/prepare/{name}.json", report)
+    write_json(layout.prepare_report(name), report)
     dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(drops.items()) if n) or "none"
-    log.info("%s: %d raw rows -> %d examples (dropped: %s) -> data/prepared/%s.parquet",
-             name, len(rows), table.num_rows, dropped, name)
+    log.info("%s: %d raw rows -> %d examples (dropped: %s) -> %s",
+             name, len(rows), table.num_rows, dropped, layout.prepared(name))
 
 
 if __name__ == "__main__":

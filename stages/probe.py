@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from hneurons.machine import machine_facts
 from hneurons.probe import LABELLINGS, SOLVERS, L1Probe
@@ -88,7 +89,7 @@ def main(argv: list[str]) -> None:
     cfg["device"], cfg["dtype"] = compute_settings(params, family)
     from hneurons.activations import activation_metadata
 
-    acts = Path(f"data/activations/{family}/instruct/{cfg['dataset']}")
+    acts = layout.activations(family, "instruct", cfg["dataset"])
     if not acts.is_dir():
         raise HNeuronsError(f"{acts}: not found (run the extract stage for family {family!r})")
     meta = activation_metadata(acts)
@@ -110,9 +111,8 @@ def fit_and_write(family: str, params: dict[str, Any], cfg: dict[str, Any], acts
     template = L1Probe(tol=cfg["tol"], standardize=cfg["standardize"], solver=cfg["solver"],
                        max_iter=cfg["max_iter"], screen_size=cfg["screen_size"], max_add=cfg["max_add"],
                        kkt_tol=cfg["kkt_tol"], progress=True)
-    model, tokenizer = load_causal_lm(f"models/llm/{family}/instruct", cfg["dtype"], cfg["device"])
-    questions = validation_questions(Path(f"data/samples/{family}/{cfg['dataset']}.parquet"),
-                                     cfg["task"]["n_questions"])
+    model, tokenizer = load_causal_lm(layout.model_dir(family, "instruct"), cfg["dtype"], cfg["device"])
+    questions = validation_questions(layout.samples(family, cfg["dataset"]), cfg["task"]["n_questions"])
     task_accuracy = make_task_accuracy(model, tokenizer, questions, cfg["task"], SECTION)
     unsuppressed = task_accuracy(np.zeros(0, dtype=np.int64))
     selection = select_C(template, X, y, data.X_val, data.y_val, cfg["C_grid"], task_accuracy,

@@ -20,32 +20,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from stages._common import load_params, param, run, setup_runtime
 
 log = logging.getLogger("report")
 SECTION = "report"
-SUMMARY, METRICS, FIGURES, FIGURE_DATA = (Path("reports/summary.md"), Path("reports/summary.json"),
-                                          Path("reports/figures"), Path("reports/figure_data"))
+SUMMARY, METRICS, FIGURES, FIGURE_DATA = layout.SUMMARY_MD, layout.SUMMARY_JSON, layout.FIGURES, layout.FIGURE_DATA
 LOCK = Path("dvc.lock")
 MISSING = object()
 
 
 def family_paths(family: str):
-    """Where each stage writes a family's artifacts (the stages' own conventions)."""
+    """Where each stage writes a family's artifacts (:mod:`hneurons.layout`)."""
     from hneurons.report import FamilyPaths
 
-    return FamilyPaths(
-        family=family, sample_metrics=f"reports/sample/{family}/metrics.json",
-        probe_metrics=f"reports/probe/{family}/metrics.json", probe_c_grid=f"reports/probe/{family}/c_grid.csv",
-        probe_per_layer=f"reports/probe/{family}/per_layer.csv",
-        detect_metrics=f"reports/detect/{family}/metrics.json", detect_table1=f"reports/detect/{family}/table1.csv",
-        intervene_metrics=f"reports/intervene/{family}/metrics.json",
-        intervene_compliance=f"reports/intervene/{family}/compliance.csv",
-        intervene_effects=f"reports/intervene/{family}/effects_by_alpha.csv",
-        intervene_effect_slopes=f"reports/intervene/{family}/effect_slopes.csv",
-        origin_metrics=f"reports/origin/{family}.json", origin_transfer=f"reports/origin/{family}/transfer.csv",
-        origin_strip=f"reports/origin/{family}/drift_strip.png", tune_metrics=f"reports/tune/{family}/metrics.json")
+    return FamilyPaths.of(family)
 
 
 def read_families(params: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from stages._common import compute_settings, device_tag, family_params, load_params, param, run, setup_torch
 from stages._generation import generation_backend
@@ -86,11 +87,11 @@ def main(argv: list[str]) -> None:
 
     settings = decoding_settings(params)
     dataset = param(params, "sample.dataset")
-    model_dir = Path("models/llm") / family / "instruct"
+    model_dir = layout.model_dir(family, "instruct")
     if not (model_dir / "fingerprint.json").is_file():
         raise HNeuronsError(f"{model_dir}/fingerprint.json: not found (run the model stage for {family}-instruct)")
     fingerprint = read_json(model_dir / "fingerprint.json")
-    ids, questions, answers, n_unanswerable = read_questions(Path("data/prepared") / f"{dataset}.parquet",
+    ids, questions, answers, n_unanswerable = read_questions(layout.prepared(dataset),
                                                              param(params, "sample.n_questions", None))
     config = RunConfig(
         settings=settings,
@@ -124,10 +125,10 @@ def main(argv: list[str]) -> None:
     metadata = {"family": family, "dataset": dataset, "model_fingerprint": fingerprint["fingerprint"],
                 "decoding": settings.as_dict(), "generation": backend.info(), "judge": judge.name,
                 "seed": config.seed, "config": config.as_dict(), "counts": result.counts}
-    write_parquet(Path("data/samples") / family / f"{dataset}.parquet", result.table, metadata)
+    write_parquet(layout.samples(family, dataset), result.table, metadata)
     metrics = dict(result.metrics, questions_without_answers=n_unanswerable, generation=backend.info(),
                    machine=machine_facts(model, dtype))
-    write_json(Path("reports/sample") / family / "metrics.json", metrics)
+    write_json(layout.report_dir("sample", family) / layout.METRICS, metrics)
     log.info("%s: %d questions, %d samples, faithful %d / hallucinated %d consistent, %d per class selected, "
              "%.0f s", family, metrics["questions_seen"], metrics["samples_drawn"],
              metrics["consistent"]["faithful"], metrics["consistent"]["hallucinated"],

@@ -40,7 +40,7 @@ from typing import Any  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 
-from hneurons import tune, tune_check, tune_train  # noqa: E402
+from hneurons import layout, tune, tune_check, tune_train  # noqa: E402
 from hneurons.errors import HNeuronsError  # noqa: E402
 from hneurons.machine import machine_facts  # noqa: E402
 from hneurons.io import write_json, write_parquet  # noqa: E402
@@ -92,8 +92,8 @@ def main(argv: list[str]) -> None:
     setup_torch(params)
     cfg = read_config(params)
     cfg["device"], cfg["dtype"] = compute_settings(params, family)
-    base_dir, out_dir = Path("models/llm") / family / "base", Path("models/llm") / family / "instruct"
-    data_dir, report_dir = Path("data/tune") / family, Path("reports/tune") / family
+    base_dir, out_dir = layout.model_dir(family, "base"), layout.model_dir(family, "instruct")
+    data_dir, report_dir = layout.data_dir("tune", family), layout.report_dir("tune", family)
     base_fp = read_fingerprint(base_dir)
 
     trivia, premise, harmful, questions, texts = tune.instruction_sources(cfg)
@@ -105,7 +105,7 @@ def main(argv: list[str]) -> None:
         if "check_short" in entry:
             log.warning("%s: check %s: %s", family, kind, entry["check_short"])
     frame = tune.examples_frame(examples)
-    write_parquet(data_dir / "instructions.parquet", pa.Table.from_pandas(frame, preserve_index=False),
+    write_parquet(data_dir / layout.TUNE_INSTRUCTIONS, pa.Table.from_pandas(frame, preserve_index=False),
                   {"family": family, "summary": built, "base_fingerprint": base_fp["fingerprint"]})
     log.info("%s: instruction set %s", family, {k: v["train"] for k, v in built.items()})
 
@@ -137,12 +137,12 @@ def main(argv: list[str]) -> None:
     source = tune_train.twin_source(family, base_fp["fingerprint"], train_set, cfg["settings"], cfg["max_length"])
     fingerprint = save_model_dir(model, tokenizer, out_dir, source, cfg["dtype"], where=f"tune@{family}")
     metrics["instruct_fingerprint"] = fingerprint["fingerprint"]
-    tune_train.write_curve(report_dir / "loss.csv", curve)
+    tune_train.write_curve(report_dir / layout.TUNE_LOSS_CSV, curve)
     tune_train.plot_loss(curve, f"tune@{family}: {len(train_set)} examples, {len(curve)} steps",
-                         report_dir / "loss.png")
-    tune_check.write_check_responses(report_dir / "check_responses.jsonl", records)
+                         report_dir / layout.TUNE_LOSS_PNG)
+    tune_check.write_check_responses(report_dir / layout.TUNE_CHECK_RESPONSES, records)
     metrics["machine"] = machine_facts(model, cfg["dtype"])
-    write_json(report_dir / "metrics.json", metrics)
+    write_json(report_dir / layout.METRICS, metrics)
     log.info("%s: twin check %s -> %s", family, metrics["check_instruct"], out_dir)
 
 

@@ -17,6 +17,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from hneurons import layout
 from hneurons.dvc_lock import lock_output_hashes
 from pipeline_utils import git, make_repo, pipeline_env, set_param, tiny_params
 
@@ -27,6 +28,8 @@ STAGES = {f"prepare@{name}" for name in PREPARED} | {
     "model@tiny-instruct", "model@tiny-base", "model@tinytune-base", "tune@tinytune", "sample@tiny",
     "extract@tiny-instruct-triviaqa", "probe@tiny", "origin@tiny", "detect@tiny", "intervene@tiny", "check_rows",
     "report"}
+PROBE_METRICS = layout.report_dir("probe", "tiny") / layout.METRICS
+INTERVENE_COMPLIANCE = layout.report_dir("intervene", "tiny") / layout.INTERVENE_COMPLIANCE_CSV
 
 
 def sh(repo, *args, check: bool = True) -> subprocess.CompletedProcess:
@@ -74,18 +77,18 @@ def test_first_repro_runs_every_stage(pipeline):
     assert STAGES <= ran, sorted(STAGES - ran)
     assert dvc.status() == {}
     state["first_lock"] = lock_output_hashes(repo / "dvc.lock")
-    assert (repo / "models/llm/tiny/instruct/fingerprint.json").is_file()
-    assert (repo / "data/activations/tiny/instruct/triviaqa/tiny-instruct-triviaqa/manifest.json").is_file()
-    assert json.loads((repo / "reports/probe/tiny/metrics.json").read_text())["chosen_C"] in (1, 10, 100)
+    assert (repo / layout.model_dir("tiny", "instruct") / "fingerprint.json").is_file()
+    run = layout.activation_run("tiny", "instruct", "triviaqa", "tiny-instruct-triviaqa")
+    assert (repo / run / "manifest.json").is_file()
+    assert json.loads((repo / PROBE_METRICS).read_text())["chosen_C"] in (1, 10, 100)
 
 
 def test_every_model_stage_records_its_device_and_dtype(pipeline):
     repo, _, _ = pipeline
-    metrics = {"sample": "reports/sample/tiny/metrics.json",
-               "extract": "reports/extract/tiny/instruct/triviaqa/tiny-instruct-triviaqa.json",
-               "probe": "reports/probe/tiny/metrics.json", "detect": "reports/detect/tiny/metrics.json",
-               "intervene": "reports/intervene/tiny/metrics.json", "origin": "reports/origin/tiny.json",
-               "tune": "reports/tune/tinytune/metrics.json"}
+    stages = ("sample", "probe", "detect", "intervene")
+    metrics = {stage: layout.report_dir(stage, "tiny") / layout.METRICS for stage in stages}
+    metrics.update(extract=layout.extract_report("tiny", "instruct", "triviaqa", "tiny-instruct-triviaqa"),
+                   origin=layout.origin_metrics("tiny"), tune=layout.report_dir("tune", "tinytune") / layout.METRICS)
     for stage, path in metrics.items():
         machine = json.loads((repo / path).read_text())["machine"]
         assert (machine["device"], machine["dtype"], machine["threads"]) == ("cpu", "float32", 1), stage
@@ -93,72 +96,75 @@ def test_every_model_stage_records_its_device_and_dtype(pipeline):
 
 def test_detect_writes_table1_and_judge_agreement(pipeline):
     repo, _, _ = pipeline
-    metrics = json.loads((repo / "reports/detect/tiny/metrics.json").read_text())
+    metrics = json.loads((repo / layout.report_dir("detect", "tiny") / layout.METRICS).read_text())
     h = metrics["datasets"]["triviaqa"]["h_neurons"]
     assert 0 <= h["accuracy"] <= 1 and 0 <= h["auroc"] <= 1 and h["n"] > 0
     assert metrics["judge_agreement"]["hand_labels"]["n"] >= 50
-    table = (repo / "reports/detect/tiny/table1.csv").read_text().splitlines()
+    table = (repo / layout.report_dir("detect", "tiny") / layout.DETECT_TABLE1_CSV).read_text().splitlines()
     assert table[0].split(",")[:2] == ["neurons", "TriviaQA"]
     assert {line.split(",")[0] for line in table[1:]} == {"Random", "H-Neurons"}
-    responses = pq.read_table(repo / "data/detect/tiny/responses.parquet")
+    responses = pq.read_table(repo / layout.data_dir("detect", "tiny") / layout.DETECT_RESPONSES)
     assert responses.num_rows == 12
 
 
 def test_intervene_sweeps_alpha_for_h_and_random_neurons(pipeline):
     repo, _, _ = pipeline
-    lines = (repo / "reports/intervene/tiny/compliance.csv").read_text().splitlines()
+    lines = (repo / INTERVENE_COMPLIANCE).read_text().splitlines()
     header = lines[0].split(",")
     rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
     assert {(r["benchmark"], r["neurons"], float(r["alpha"])) for r in rows} == {
         ("falseqa", neurons, alpha) for neurons in ("h_neurons", "random") for alpha in (0.0, 1.0)}
     assert all(0 <= float(r["compliance"]) <= 100 for r in rows if r["compliance"])
-    assert (repo / "reports/intervene/tiny/metrics.json").is_file()
+    assert (repo / layout.report_dir("intervene", "tiny") / layout.METRICS).is_file()
 
 
 def test_tune_writes_a_twin_of_the_base(pipeline):
     repo, _, _ = pipeline
-    base = json.loads((repo / "models/llm/tinytune/base/fingerprint.json").read_text())
-    twin = json.loads((repo / "models/llm/tinytune/instruct/fingerprint.json").read_text())
+    base, twin = (json.loads((repo / layout.model_dir("tinytune", role) / "fingerprint.json").read_text())
+                  for role in ("base", "instruct"))
     assert twin["source"]["kind"] == "tune" and twin["source"]["base_fingerprint"] == base["fingerprint"]
     assert twin["weights_sha256"] != base["weights_sha256"] and twin["n_neurons"] == base["n_neurons"]
-    assert len((repo / "reports/tune/tinytune/loss.csv").read_text().splitlines()) == 1 + 2  # header + 2 steps
-    assert pq.read_metadata(repo / "data/tune/tinytune/instructions.parquet").num_rows == 4 * (3 + 1)
+    loss = repo / layout.report_dir("tune", "tinytune") / layout.TUNE_LOSS_CSV
+    assert len(loss.read_text().splitlines()) == 1 + 2  # header + 2 steps
+    instructions = repo / layout.data_dir("tune", "tinytune") / layout.TUNE_INSTRUCTIONS
+    assert pq.read_metadata(instructions).num_rows == 4 * (3 + 1)
 
 
 def test_origin_ranks_drift_and_transfers_the_probe_to_the_base(pipeline):
     repo, _, _ = pipeline
-    metrics = json.loads((repo / "reports/origin/tiny.json").read_text())
-    probe = json.loads((repo / "reports/probe/tiny/metrics.json").read_text())
+    metrics = json.loads((repo / layout.origin_metrics("tiny")).read_text())
+    probe = json.loads((repo / PROBE_METRICS).read_text())
     assert "skipped" not in metrics and metrics["n_h_neurons"] == probe["n_h_neurons"] > 0
     for variant in ("global", "per_layer"):
         h = metrics["drift"][variant]["h_neurons"]
         assert h["n"] == metrics["n_h_neurons"] and 0 <= h["mean_rank"] <= 1 and 0 <= h["p_value"] <= 1
-    drift = pq.read_table(repo / "data/origin/tiny/drift.parquet").to_pandas()
+    drift = pq.read_table(repo / layout.data_dir("origin", "tiny") / layout.ORIGIN_DRIFT).to_pandas()
     assert len(drift) == metrics["n_neurons"] and drift["rank"].between(0, 1).all()
     assert (drift["drift_up"] > 0).all() and (drift["drift_down"] > 0).all()  # every weight was perturbed
     assert set(metrics["transfer"]) == {"triviaqa", "nq_open", "bioasq"}
     trivia = metrics["transfer"]["triviaqa"]
     assert trivia["n_correct"] > 0 and trivia["n_wrong"] > 0, trivia
     assert 0 <= trivia["auroc"] <= 1 and trivia["auroc_ci95"][0] <= trivia["auroc"] <= trivia["auroc_ci95"][1]
-    assert (repo / "reports/origin/tiny/drift_strip.png").is_file()
+    assert (repo / layout.report_dir("origin", "tiny") / layout.ORIGIN_STRIP).is_file()
 
 
 def test_report_summarises_every_stage(pipeline):
     repo, _, _ = pipeline
-    summary = (repo / "reports/summary.md").read_text()
+    summary = (repo / layout.SUMMARY_MD).read_text()
     assert "## Deviations from the paper" in summary
-    for path in ("reports/probe/tiny/metrics.json", "reports/detect/tiny/metrics.json",
-                 "reports/intervene/tiny/compliance.csv"):
-        assert path in summary, path
-    assert (repo / "reports/figures/identification_tiny.png").is_file()
-    assert json.loads((repo / "reports/summary.json").read_text())["families"]["tiny"]["identification"]["chosen_C"]
+    for path in (PROBE_METRICS, layout.report_dir("detect", "tiny") / layout.METRICS, INTERVENE_COMPLIANCE):
+        assert path.as_posix() in summary, path
+    assert (repo / layout.FIGURES / "identification_tiny.png").is_file()
+    assert json.loads((repo / layout.SUMMARY_JSON).read_text())["families"]["tiny"]["identification"]["chosen_C"]
 
 
 def test_two_clean_reproductions_lock_identical_outputs(pipeline, second):
     _, _, state = pipeline
     first, again = state["first_lock"], lock_output_hashes(second / "dvc.lock")
-    assert {"reports/summary.md", "models/probe/tiny", "data/detect/tiny", "data/intervene/tiny",
-            "data/samples/tiny/triviaqa.parquet", "models/llm/tinytune/instruct", "data/origin/tiny"} <= set(first)
+    outputs = (layout.SUMMARY_MD, layout.probe_dir("tiny"), layout.data_dir("detect", "tiny"),
+               layout.data_dir("intervene", "tiny"), layout.samples("tiny", "triviaqa"),
+               layout.model_dir("tinytune", "instruct"), layout.data_dir("origin", "tiny"))
+    assert {p.as_posix() for p in outputs} <= set(first)
     assert all(first.values()), [path for path, value in first.items() if not value]
     differing = sorted(path for path in first.keys() | again.keys() if first.get(path) != again.get(path))
     assert not differing, f"outputs differ between two clean runs: {differing}"
@@ -171,7 +177,7 @@ def test_param_change_reruns_only_that_stage_and_dependents(pipeline):
     # origin, detect, tune and check_rows read nq_open; the report reads their reports
     assert ran == {"prepare@nq_open", "origin@tiny", "detect@tiny", "tune@tinytune", "check_rows", "report"}, \
         sorted(ran)
-    assert pq.read_metadata(repo / "data/prepared/nq_open.parquet").num_rows == 15
+    assert pq.read_metadata(repo / layout.prepared("nq_open")).num_rows == 15
 
 
 def test_probe_param_change_reruns_probe_and_dependents_only(pipeline):
@@ -199,7 +205,7 @@ def test_probe_experiment_shows_in_metrics_and_plots_diff(second):
     repo = second
     git(repo, "add", "-A")
     git(repo, "-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-qm", "baseline run")
-    metrics = json.loads((repo / "reports/probe/tiny/metrics.json").read_text())
+    metrics = json.loads((repo / PROBE_METRICS).read_text())
     grid = [row["C"] for row in metrics["C_selection"]["grid"]]
     chosen = metrics["chosen_C"]
     new_grid = [c for c in grid if c != chosen]  # the chosen C leaves the grid, so the choice must change

@@ -128,20 +128,21 @@ def write(root: Path, path: str, text: str) -> None:
 
 def write_family(root: Path, family: str, *, detect=True, intervene=True, origin=True) -> None:
     """Artifacts in the shapes the stages write (sample, probe, detect, intervene, origin)."""
-    write(root, f"reports/sample/{family}/metrics.json", dumps_json(
+    at = paths(family)
+    write(root, at.sample_metrics, dumps_json(
         {"questions_seen": 2000, "consistent": {"faithful": 60, "hallucinated": 900}, "selected_per_class": 60,
          "splits": {"train": 36, "validation": 12, "test": 12}, "judge": "rule"}))
     random = {"n_seeds": 5, "n_neurons": 12, "accuracy": mean_sd([0.6, 0.62, 0.58, 0.6, 0.6]),
               "auroc": mean_sd([0.6, 0.65, 0.55, 0.6, 0.6])}
-    write(root, f"reports/probe/{family}/metrics.json", dumps_json(jsonable({
+    write(root, at.probe_metrics, dumps_json(jsonable({
         "n_h_neurons": 12, "n_features": 46080, "per_mille": 1000 * 12 / 46080, "chosen_C": 3.0,
         "C_selection": {"criterion": "validation accuracy + task accuracy", "alpha": 0.0},
         "test": {"probe": summary(0.75), "h_neurons_l2": summary(0.7), "random": random,
                  "length": {"response_tokens": summary(0.55)}}})))
     grid = pd.DataFrame({"C": [1.0, 3.0, 10.0], "val_accuracy": [0.6, 0.7, 0.7], "task_accuracy": [0.1, 0.09, 0.05],
                          "score": [0.7, 0.79, 0.75], "n_positive": [3, 12, 40]})
-    write(root, f"reports/probe/{family}/c_grid.csv", csv_text(grid))
-    write(root, f"reports/probe/{family}/per_layer.csv",
+    write(root, at.probe_c_grid, csv_text(grid))
+    write(root, at.probe_per_layer,
           csv_text(pd.DataFrame({"layer": range(6), "n_h_neurons": [0, 1, 2, 0, 4, 5]})))
     if detect:
         datasets = {d: {"h_neurons": summary(acc, n), "random": random, "length": {"response_tokens": summary(0.5)}}
@@ -156,18 +157,18 @@ def write_family(root: Path, family: str, *, detect=True, intervene=True, origin
               "hallucinated": {"n_human": 29, "n_judge": 30, "recall": 28 / 29, "precision": 28 / 30}}
         agreement = {"bioasq_gpt4o": {"judge": "rule-bio", "report": bio},
                      "hand_labels": {"n": 60, "n_agree": 57, "agreement": 0.95, "by_dataset": {"nq_open": nq}}}
-        write(root, f"reports/detect/{family}/metrics.json",
+        write(root, at.detect_metrics,
               dumps_json({"table_metric": "accuracy", "datasets": datasets, "judge_agreement": agreement}))
     if intervene:
         rows = [{"benchmark": b, "neurons": neurons, "alpha": a, "compliance": c, "ci_lo": c - 5,
                  "ci_hi": c + 5, "n": 100, "n_parsed": 100 - int(10 * a)}  # percent, as stages/intervene.py
                 for b in ("falseqa", "faitheval_style") for neurons, slope in (("h_neurons", 5.0), ("random", 0.0))
                 for a in (0.0, 1.0, 2.0, 3.0) for c in [30 + slope * a]]
-        write(root, f"reports/intervene/{family}/compliance.csv", csv_text(pd.DataFrame(rows)))
+        write(root, at.intervene_compliance, csv_text(pd.DataFrame(rows)))
         effects, effect_slopes = paired_frames()
-        write(root, f"reports/intervene/{family}/effects_by_alpha.csv", csv_text(effects))
-        write(root, f"reports/intervene/{family}/effect_slopes.csv", csv_text(effect_slopes))
-        write(root, f"reports/intervene/{family}/metrics.json", dumps_json(
+        write(root, at.intervene_effects, csv_text(effects))
+        write(root, at.intervene_effect_slopes, csv_text(effect_slopes))
+        write(root, at.intervene_metrics, dumps_json(
             {"screened": {"sycophancy": {"pool": 400, "screened": 128, "correct": 61, "wrong": 60, "unparsed": 7,
                                          "kept": 60, "target": 60, "reached": True}}}))
     if origin:
@@ -184,7 +185,7 @@ def write_family(root: Path, family: str, *, detect=True, intervene=True, origin
                     "nq_open": {"n": 10, "auroc": None, "note": "fewer than two classes after balancing"},
                     "bioasq": {"n": 6, "auroc": 0.5, "auroc_ci95": [0.0, 1.0],
                                "random_neurons": {"auroc": mean_sd([0.5, 0.6])}}}
-        write(root, f"reports/origin/{family}.json", dumps_json(jsonable({"drift": drift, "transfer": transfer})))
+        write(root, at.origin_metrics, dumps_json(jsonable({"drift": drift, "transfer": transfer})))
 
 
 def paths(family: str):

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from hneurons import layout
 from hneurons.errors import HNeuronsError
 from hneurons.report.sources import provenance, source_line
 
@@ -41,6 +42,27 @@ class FamilyPaths:
     tune_metrics: str = ""
     intervene_effects: str = ""
     intervene_effect_slopes: str = ""
+
+    @classmethod
+    def of(cls, family: str) -> FamilyPaths:
+        """Where the stages write ``family``'s artifacts (:mod:`hneurons.layout`)."""
+        def report(stage: str, name: str) -> str:
+            return (layout.report_dir(stage, family) / name).as_posix()
+
+        return cls(
+            family=family, sample_metrics=report("sample", layout.METRICS),
+            probe_metrics=report("probe", layout.METRICS), probe_c_grid=report("probe", layout.PROBE_C_GRID),
+            probe_per_layer=report("probe", layout.PROBE_PER_LAYER),
+            detect_metrics=report("detect", layout.METRICS),
+            detect_table1=report("detect", layout.DETECT_TABLE1_CSV),
+            intervene_metrics=report("intervene", layout.METRICS),
+            intervene_compliance=report("intervene", layout.INTERVENE_COMPLIANCE_CSV),
+            intervene_effects=report("intervene", layout.INTERVENE_EFFECTS),
+            intervene_effect_slopes=report("intervene", layout.INTERVENE_SLOPES),
+            origin_metrics=layout.origin_metrics(family).as_posix(),
+            origin_transfer=report("origin", layout.ORIGIN_TRANSFER),
+            origin_strip=report("origin", layout.ORIGIN_STRIP),
+            tune_metrics=report("tune", layout.METRICS))
 
 
 class Inputs:
