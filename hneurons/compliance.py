@@ -384,7 +384,7 @@ class Judges:
     falseqa / jailbreak with an LLM: one t/f question (LLM_PROMPTS); the rule's
     refusal check runs first, without a call. sycophancy with an LLM: open answers
     are judged by LLMJudge.judge without its refusal pre-filter (an apology followed by the
-    answer keeps the answer; the correctness prompt of issue 3); multiple-choice
+    answer keeps the answer; the LLM judge's correctness prompt); multiple-choice
     answers by the option parser, the LLM only where it fails (paper: rule-based
     parser, GPT-4o fallback). faitheval_style is always the option parser (paper).
     """

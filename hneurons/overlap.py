@@ -1,4 +1,4 @@
-"""Question overlap between the pipeline's uses of the prepared tables (issue 16 item 6).
+"""Question overlap between the pipeline's uses of the prepared tables.
 
 A *use* is the set of questions one stage takes from one prepared table
 (``data/prepared/<dataset>.parquet``), named ``<stage>@<family>/<dataset>`` (a

@@ -21,7 +21,7 @@ H-Neurons are the columns with a positive weight at the chosen C
 (C selection and stability: hneurons.probe_selection; baselines: hneurons.probe_baselines).
 
 Deviation from the authors' code: ``tol`` defaults to 1e-6 (theirs: sklearn's
-1e-4), because the positive-weight set measurably depends on it (probe-notes.md).
+1e-4), because the positive-weight set measurably depends on it (docs/params.md).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from hneurons.report.section import Figure, Section
 
 def length_confound_note(probe: dict, lengths: dict, margin: float = 0.02) -> str | None:
     """A caution line when a length-only probe's AUROC comes within ``margin`` of the H-Neuron probe's
-    (lessons.md: span and response length separate the classes by themselves), else None."""
+    (span and response length can separate the classes by themselves; docs/params.md, extract), else None."""
     if not np.isfinite(probe.get("auroc", np.nan)):
         return None
     close = [(name, s["auroc"]) for name, s in lengths.items()

@@ -1,6 +1,6 @@
 """The paper's numbers and settings, as data, for the report to set this run against.
 
-Copied from ../shared/paper.md (arXiv 2512.01797 v2): Table 1 is text [P]; Fig. 3
+Copied from the paper (arXiv 2512.01797 v2): Table 1 is text [P]; Fig. 3
 and Fig. 4 values were read off the figures by pixel analysis [F] (about +/-0.3 pp).
 Accuracies, AUROCs and compliance here are in percent, as the paper prints them;
 the H-Neuron ratio is per mille of all FFN neurons; Fig. 4b drift ranks are
