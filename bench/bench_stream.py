@@ -109,7 +109,7 @@ def phase_stream(args) -> dict:
 
     import numpy as np
 
-    from hneurons.activations import spill_activations
+    from hneurons.activation_rows import spill_activations
 
     scratch = Path(args.out) / "scratch"
     shutil.rmtree(scratch, ignore_errors=True)

@@ -318,7 +318,7 @@ def read_fixture(path: str | Path) -> list[dict[str, Any]]:
 @dataclass
 class TrainingRows:
     """The probe's training rows: X float32[n, D] as a lazy column reader (``X[:, cols]`` decodes the
-    training parts and keeps those columns; hneurons.activations.ActivationColumns), y int8[n] (probe
+    training parts and keeps those columns; hneurons.activation_rows.ActivationColumns), y int8[n] (probe
     labels), weight float64[n] (1 where the labelling uses the row) and the activation frame (region,
     label, n_tokens, ...)."""
 
@@ -331,7 +331,8 @@ class TrainingRows:
 def probe_training_rows(acts: str | Path, labelling: str) -> TrainingRows:
     """Training-split rows of an activation set with the probe's labelling (3-vs-1 / 1-vs-1); no cett is
     decoded until columns are asked for."""
-    from hneurons.activations import ActivationColumns, read_activation_frame
+    from hneurons.activation_rows import ActivationColumns
+    from hneurons.activations import read_activation_frame
     from hneurons.probe import training_labels
 
     frame = read_activation_frame(acts, {"split": "train"})

@@ -218,7 +218,7 @@ class L1Probe(ClassifierMixin, BaseEstimator):
         """Fit on ``X: float32[n, D]``, ``y: {0,1}[n]``; rows with weight 0 are ignored.
 
         X is a numpy array or any matrix with ``shape``, ``dtype``, row slices ``X[a:b]`` and column
-        gathers ``X[:, cols]`` (e.g. hneurons.activations.RowMatrix, rows on disk): the working-set
+        gathers ``X[:, cols]`` (e.g. hneurons.activation_rows.RowMatrix, rows on disk): the working-set
         solver reads it only that way, so the result equals the in-memory fit's.
         """
         self._validate_params()

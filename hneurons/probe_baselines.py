@@ -74,7 +74,7 @@ def random_baselines(X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarra
     ``layer_matched``, the same count per layer as ``exclude``), then scored by
     :func:`dense_probe_scores` trained on the same rows and labels as the L1 probe.
     X_train and X_eval are read once each, at the union of the drawn columns
-    (``X[:, cols]``), so a lazy column reader (hneurons.activations.ActivationColumns,
+    (``X[:, cols]``), so a lazy column reader (hneurons.activation_rows.ActivationColumns,
     RowMatrix) decodes its rows once for all seeds.
     """
     n_layers = X_train.shape[1] // d_ffn

@@ -3,7 +3,7 @@
 Activations are ``data/activations/<family>/instruct/<dataset>/`` (see
 hneurons.activations); each split is copied, in its stored dtype, into a raw row
 file under a scratch directory and read back in row blocks
-(hneurons.activations.RowMatrix), so a fit holds a few rows at a time.
+(hneurons.activation_rows.RowMatrix), so a fit holds a few rows at a time.
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ class ProbeSplits:
 
 
 def read_split(path: Path, split: str, answer_only: bool, scratch: Path):
-    """One split's rows: (frame, X float32[n, D] as a hneurons.activations.RowMatrix in ``scratch``).
+    """One split's rows: (frame, X float32[n, D] as a hneurons.activation_rows.RowMatrix in ``scratch``).
 
     The class counts are checked from the frame before any cett is decoded; a split
     without two rows of each label is a one-line error.
     """
-    from hneurons.activations import read_activation_frame, spill_activations
+    from hneurons.activation_rows import spill_activations
+    from hneurons.activations import read_activation_frame
 
     where = {"split": split, "region": "answer"} if answer_only else {"split": split}
     frame = read_activation_frame(path, where)

@@ -486,7 +486,8 @@ def test_fit_streamed_from_disk_equals_the_in_memory_fit(tmp_path, monkeypatch):
     """Planted signal, float16 parts: the fit on rows read back from disk in small row blocks (never the whole
     matrix) has the in-memory fit's support, signs and weights, and finds the planted neurons."""
     from hneurons import activations
-    from hneurons.activations import RowMatrix, read_activations, spill_activations
+    from hneurons.activation_rows import RowMatrix, spill_activations
+    from hneurons.activations import read_activations
 
     X, y, pos, neg = cett_like(n=300, d=1200, seed=3)
     acts = _activation_set(tmp_path, X, y)
@@ -511,7 +512,8 @@ def test_fit_streamed_from_disk_equals_the_in_memory_fit(tmp_path, monkeypatch):
 
 
 def test_random_baselines_read_columns_lazily_with_the_same_result(tmp_path):
-    from hneurons.activations import ActivationColumns, read_activations
+    from hneurons.activation_rows import ActivationColumns
+    from hneurons.activations import read_activations
 
     X, y, pos, _ = cett_like(n=120, d=1200, seed=4)
     acts = _activation_set(tmp_path, X, y, dtype="float32")
