@@ -53,8 +53,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
 
-    from hneurons.detect import class_counts, judge_response
     from hneurons.consistency import PAPER_PROMPT
+    from hneurons.detect import class_counts, judge_response
     from hneurons.generate import DecodingSettings, chat_prompt_ids, generate
     from hneurons.models import load_causal_lm
     from stages._common import derived_seed
@@ -67,7 +67,8 @@ def main(argv=None) -> None:
         prompts = [chat_prompt_ids(tokenizer, PAPER_PROMPT.format(question=r["question"])) for r in rows]
         seeds = [derived_seed(args.seed, f"detect/{name}/{r['example_id']}") for r in rows]
         for limit in args.max_new_tokens:
-            settings = DecodingSettings(n_samples=1, temperature=args.temperature, top_k=50, top_p=0.9, max_new_tokens=limit)
+            settings = DecodingSettings(n_samples=1, temperature=args.temperature, top_k=50, top_p=0.9,
+                                        max_new_tokens=limit)
             start = time.perf_counter()
             outputs = generate(model, tokenizer, prompts, settings, seeds, args.batch_size)
             seconds = time.perf_counter() - start

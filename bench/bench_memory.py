@@ -75,7 +75,7 @@ def write_pair(work: Path, n_params: float) -> dict:
 
 def run_step(step: str, work: Path) -> dict:
     """One step in this process: baseline RSS after imports, then the step's peak (bytes)."""
-    import torch  # noqa: F401  (imported before the baseline is read)
+    import torch
     import transformers  # noqa: F401
 
     from hneurons import origin

@@ -62,11 +62,16 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(ROOT / "bench/out/judge_agreement.json"))
     args = parser.parse_args(argv)
 
-    from hneurons.detect import judge_agreement, read_fixture
     from hneurons.bio_judge import BioRuleJudge
+    from hneurons.detect import judge_agreement, read_fixture
     from hneurons.judge import RuleJudge
-    from hneurons.judge_eval import (BIOASQ_REFERENCE, TRIVIAQA_REFERENCE, bioasq_reference_agreement,
-                                     split_fixture, triviaqa_reference_agreement)
+    from hneurons.judge_eval import (
+        BIOASQ_REFERENCE,
+        TRIVIAQA_REFERENCE,
+        bioasq_reference_agreement,
+        split_fixture,
+        triviaqa_reference_agreement,
+    )
 
     old = old_rule_judge(args.old_rev)
     judges = [j for j in (old, RuleJudge(), BioRuleJudge()) if j is not None]

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hneurons.activations import (_BLOCK_BYTES, CETT_DTYPES, _cett, _concat, _selected_parts, open_activations,
-                                  read_activation_columns, read_activation_frame)
+from hneurons.activations import (
+    _BLOCK_BYTES,
+    CETT_DTYPES,
+    _cett,
+    _concat,
+    _selected_parts,
+    open_activations,
+    read_activation_columns,
+    read_activation_frame,
+)
 from hneurons.errors import HNeuronsError
 
 

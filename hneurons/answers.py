@@ -18,7 +18,7 @@ year inside a date of the wrong month.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 _WORD_RE = re.compile(r"[^\W_]+")
 ARTICLES = frozenset(("a", "an", "the"))

@@ -23,10 +23,11 @@ answers ``choices[0].token_ids`` (also ending with that stop token); ``GET /vers
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from hneurons import generate as G
 from hneurons.errors import HNeuronsError
@@ -108,7 +109,7 @@ class VLLMBackend:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, tokenizer, dtype: str, gpu_memory_utilization: float = 0.85,
                        max_model_len: int | None = None, tensor_parallel_size: int = 1, enforce_eager: bool = False,
-                       batch_invariant: bool = False, where: str = "compute.backend") -> "VLLMBackend":
+                       batch_invariant: bool = False, where: str = "compute.backend") -> VLLMBackend:
         """Load ``model_dir`` (a materialized HF directory) into vLLM; vLLM picks its own GPU(s).
 
         ``generation_config="vllm"``: the model's generation_config.json sets no defaults or limits.

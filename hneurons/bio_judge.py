@@ -8,13 +8,32 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from hneurons.answers import _either_or, find_alias
-from hneurons.bio_answers import (_BIO_STOP, _GENERIC_TAIL, _LEAD_RE, _MODIFIER_RE, _fuzzy_match, _glued_matches,
-                                  _is_acronym, _number_in_range, _other_subtype, _range_end, _refines, _said_alike,
-                                  _short_tokens, _single_word_abbreviation, _trim, _uncopied, _upper_words,
-                                  _written_score, bio_alias_variants, bio_items, bio_words)
+from hneurons.bio_answers import (
+    _BIO_STOP,
+    _GENERIC_TAIL,
+    _LEAD_RE,
+    _MODIFIER_RE,
+    _fuzzy_match,
+    _glued_matches,
+    _is_acronym,
+    _number_in_range,
+    _other_subtype,
+    _range_end,
+    _refines,
+    _said_alike,
+    _short_tokens,
+    _single_word_abbreviation,
+    _trim,
+    _uncopied,
+    _upper_words,
+    _written_score,
+    bio_alias_variants,
+    bio_items,
+    bio_words,
+)
 from hneurons.judge import Judgement
 from hneurons.refusal import refusal_outside
 

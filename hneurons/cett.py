@@ -35,8 +35,8 @@ Flat feature index: ``flat = layer * d_ffn + neuron`` (layer from the FFNBlock).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,7 +103,7 @@ class CETTRecorder:
     def n_features(self) -> int:
         return self.n_layers * self.d_ffn
 
-    def __enter__(self) -> "CETTRecorder":
+    def __enter__(self) -> CETTRecorder:
         for block, norms in zip(self.blocks, self.col_norms):
             self._handles.append(block.down.register_forward_hook(self._hook(block.layer, norms)))
         return self
@@ -247,12 +247,12 @@ def plan_counts(plan: RowPlan) -> dict:
         "n_rows": len(frame),
         "examples_by_label": {str(k): labels.count(k) for k in sorted(set(labels))},
         "rows_by_region_label_split": {
-            f"{r}/label={l}/split={s or '-'}": int(n)
-            for (r, l, s), n in frame.groupby(["region", "label", "split"]).size().items()},
+            f"{r}/label={lab}/split={s or '-'}": int(n)
+            for (r, lab, s), n in frame.groupby(["region", "label", "split"]).size().items()},
         "empty_regions": {region: int((plan.n_tokens[:, k] == 0).sum()) for k, region in enumerate(REGIONS)},
         "mean_tokens_by_region_label": {
-            f"{r}/label={l}": round(float(v), 4)
-            for (r, l), v in frame.groupby(["region", "label"])["n_tokens"].mean().items()},
+            f"{r}/label={lab}": round(float(v), 4)
+            for (r, lab), v in frame.groupby(["region", "label"])["n_tokens"].mean().items()},
     }
 
 

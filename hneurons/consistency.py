@@ -11,9 +11,10 @@ come back as a :data:`SAMPLES_SCHEMA` table.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 import torch
@@ -59,7 +60,7 @@ class RunConfig:
     split_fractions: dict[str, float] = field(
         default_factory=lambda: {"train": 0.6, "validation": 0.2, "test": 0.2})
 
-    def validate(self, where: str = "sample") -> "RunConfig":
+    def validate(self, where: str = "sample") -> RunConfig:
         """Return self, or raise a one-line HNeuronsError naming ``<where>.<key>``."""
         self.settings.validate(where)
         if not isinstance(self.prompt_template, str) or "{question}" not in self.prompt_template:

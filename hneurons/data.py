@@ -39,14 +39,15 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pyarrow as pa
 
-from hneurons.errors import HNeuronsError
 from hneurons.answers import find_alias
 from hneurons.answers import normalize as normalize_answer  # the one normalizer
+from hneurons.errors import HNeuronsError
 from hneurons.judge import RuleJudge
 
 Record = dict[str, Any]
@@ -116,7 +117,8 @@ def load_records(source: dict[str, Any], where: str) -> list[Record]:
             data = datasets.load_dataset(source["name"], source.get("config"), split=source["split"],
                                          revision=source.get("revision"), data_files=source.get("data_files"))
         except Exception as exc:  # datasets raises many types; report one line
-            raise HNeuronsError(f"{where}: load_dataset({source['name']!r}) failed: {str(exc).splitlines()[0]}") from None
+            first = str(exc).splitlines()[0]
+            raise HNeuronsError(f"{where}: load_dataset({source['name']!r}) failed: {first}") from None
         return [dict(row) for row in data]
     raise HNeuronsError(f"{where}.kind={kind!r}: expected 'file' or 'hf'")
 

@@ -33,15 +33,16 @@ and the output files in :mod:`hneurons.detect_report`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hneurons.errors import HNeuronsError
 from hneurons.bio_judge import BioRuleJudge
+from hneurons.errors import HNeuronsError
 from hneurons.judge import Judge, RuleJudge
 from hneurons.refusal import _REFUSAL_RE as _REFUSAL_SEARCH
 from hneurons.refusal import is_refusal
@@ -62,7 +63,8 @@ _ABSTAIN_PATTERNS = [
     r"\bno (?:such|record|records|information|data|evidence|mention)\b", r"\bnot familiar\b",
     r"\bnot (?:able|aware)\b", r"\bunfamiliar\b", r"\bcan ?not (?:find|locate|identify)\b",
     r"\bcould ?n[o']t (?:find|locate|identify)\b", r"\bnot (?:been )?documented\b",
-    r"\b(?:is|are|was|were|remains?|still|currently|largely|as yet) unknown\b", r"\bunknown to\b",  # not "an unknown cure"
+    # "... unknown" as a predicate, not "an unknown cure"
+    r"\b(?:is|are|was|were|remains?|still|currently|largely|as yet) unknown\b", r"\bunknown to\b",
     r"\bhypothetical\b", r"\bimaginary\b", r"\bthere (?:is|are) no\b",
 ]
 _ABSTAIN_RE = re.compile("|".join(_ABSTAIN_PATTERNS))
@@ -74,7 +76,8 @@ _WORD_RE = re.compile(r"[^\W_]+")
 
 
 # "I'm sorry for the confusion", "I apologize for any misunderstanding": filler, not a refusal.
-_APOLOGY_RE = re.compile(r"\b(?:i'?m|i am) (?:so |very )?sorry (?:for|about)\b[^.,;!?]*|\bi apologi[sz]e (?:for|about)\b[^.,;!?]*")
+_APOLOGY_RE = re.compile(r"\b(?:i'?m|i am) (?:so |very )?sorry (?:for|about)\b[^.,;!?]*"
+                         r"|\bi apologi[sz]e (?:for|about)\b[^.,;!?]*")
 _SENTENCE_RE = re.compile(r"(?<=[.!?])(?<!\b[^\W\d_]\.)\s+|\n+")  # not after an initial ("B. minima")
 
 
@@ -199,7 +202,9 @@ def judge_qa(question: str, response: str, aliases: Sequence[str], judge: Judge 
         return Verdict(DROPPED, "refusal")
     if verdict.correct:
         return Verdict(FAITHFUL, "correct")
-    return Verdict(DROPPED, "repeats_question") if repeats_question(question, response) else Verdict(HALLUCINATED, "wrong")
+    if repeats_question(question, response):
+        return Verdict(DROPPED, "repeats_question")
+    return Verdict(HALLUCINATED, "wrong")
 
 
 # Words that add nothing to a copy of the question ("The answer is: <question>").
@@ -236,7 +241,8 @@ def judge_nonexist(response: str) -> Verdict:
 
 
 def judge_response(dataset: str, question: str, response: str, aliases: Sequence[str]) -> Verdict:
-    """:func:`judge_nonexist` for ``nonexist``, else :func:`judge_qa` with :func:`qa_judge` (BioRuleJudge for bioasq)."""
+    """:func:`judge_nonexist` for ``nonexist``, else :func:`judge_qa` with :func:`qa_judge`
+    (BioRuleJudge for bioasq)."""
     if dataset == "nonexist":
         return judge_nonexist(response)
     return judge_qa(question, response, aliases, qa_judge(dataset))

@@ -5,8 +5,9 @@ table and a bar plot, and the responses, Table 1 and metrics files of ``reports/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -8,8 +8,9 @@ the balanced set; plus the judges' agreement with labels written outside this co
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,9 +49,9 @@ def judged_responses(backend, tokenizer, name: str, questions: list[dict], cfg: 
     """One judged response per asked question (chunks until min_per_class), balanced: one row per question.
 
     backend: the generation backend (``compute.backend``)."""
+    from hneurons.consistency import select_balanced
     from hneurons.detect import judge_response, judge_until_full
     from hneurons.generate import chat_prompt_ids, fill_question, generate_cached
-    from hneurons.consistency import select_balanced
 
     decoding = cfg["decoding"][name]
     limit = decoding.max_new_tokens
@@ -126,8 +127,8 @@ def evaluate_dataset(model, tokenizer, backend, probe, name: str, family: str, m
 def judge_checks(directory: Any, reference: Any) -> dict[str, Any]:
     """The judges against labels written outside this code: the hand labels (``qa.jsonl``,
     ``nonexist.jsonl`` in ``directory``) and, for BioASQ, GPT-4o verdicts (``reference``, report half)."""
-    from hneurons.detect import judge_agreement, read_fixture
     from hneurons.bio_judge import BioRuleJudge
+    from hneurons.detect import judge_agreement, read_fixture
     from hneurons.judge_eval import bioasq_reference_agreement
 
     out: dict[str, Any] = {}

@@ -46,7 +46,7 @@ Yaml12Loader.add_implicit_resolver(
 
 def load_yaml12(text: str) -> Any:
     """YAML text parsed with :class:`Yaml12Loader` (integers stay integers)."""
-    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=Yaml12Loader)
 
 
 # ---------------------------------------------------------------- lock parsing (pure)

@@ -21,7 +21,7 @@ Flat neuron index: ``flat = layer * d_ffn + neuron`` (see hneurons.models).
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -131,7 +131,7 @@ class NeuronScaler:
         self._handles = []
         self._scales.clear()
 
-    def __enter__(self) -> "NeuronScaler":
+    def __enter__(self) -> NeuronScaler:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,7 +7,8 @@ subset of each, or a screened pool in seeded order (hneurons.screening).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

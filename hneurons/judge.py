@@ -10,8 +10,9 @@ Other judges: :class:`hneurons.bio_judge.BioRuleJudge` (BioASQ) and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 # hneurons/spans.py imports find_alias and answer_aliases from here (its source is hashed into the activation
 # manifests, so it keeps this import path).

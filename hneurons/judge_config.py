@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hneurons.errors import HNeuronsError
 from hneurons.llm_judge import llm_judge
@@ -17,7 +18,8 @@ def compliance_judges(spec: Mapping[str, Any] | None, benchmarks: Sequence[str],
     endpoint = spec.pop("llm", None) or {}
     unknown = sorted(set(spec) - set(C.BENCHMARKS))
     if unknown:
-        raise HNeuronsError(f"{section}.judge: unknown benchmark {unknown[0]!r} (known: {', '.join(C.BENCHMARKS)}, llm)")
+        known = ", ".join(C.BENCHMARKS)
+        raise HNeuronsError(f"{section}.judge: unknown benchmark {unknown[0]!r} (known: {known}, llm)")
     llm = {}
     for bench in benchmarks:
         kind = spec.get(bench, "rule")

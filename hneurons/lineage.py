@@ -45,12 +45,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hneurons.dvc_lock import (LOCK_NAME, MATCH, MISSING, MODIFIED, UNCHECKED, LockStage, find_producer, load_lock,
-                               producers_of)
+from hneurons.dvc_lock import (
+    LOCK_NAME,
+    MATCH,
+    MISSING,
+    MODIFIED,
+    UNCHECKED,
+    LockStage,
+    find_producer,
+    load_lock,
+    producers_of,
+)
 from hneurons.errors import HNeuronsError
 from hneurons.lineage_tree import NullWorkspaceView, build_lineage, differences, iter_nodes, leaf_inputs
 from hneurons.workspace_state import FINGERPRINT_FIELDS, Workspace, git_state
-
 
 # ---------------------------------------------------------------- audit (composition)
 

@@ -7,7 +7,8 @@ Pure given the view: :class:`NullWorkspaceView` checks nothing (every status ``u
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from hneurons.dvc_lock import MISSING, MODIFIED, UNCHECKED, LockEntry, LockStage, producers_of
 

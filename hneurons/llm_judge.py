@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hneurons.answers import find_alias
 from hneurons.errors import HNeuronsError
@@ -70,7 +71,8 @@ class LLMJudge:
         self._ask("Reply with the single letter t.")
 
     def judge(self, question: str, response: str, aliases: Sequence[str], prefilter: bool = True) -> Judgement:
-        """Correctness by the endpoint; with ``prefilter`` a refusal (:func:`refusal_outside`) is wrong without a call."""
+        """Correctness by the endpoint; with ``prefilter`` a refusal (:func:`refusal_outside`) is wrong
+        without a call."""
         span = find_alias(response, aliases, question)
         refusal = refusal_outside(response, span)
         if refusal and prefilter:

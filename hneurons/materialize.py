@@ -227,7 +227,8 @@ def apply_chat_template_option(model, tokenizer, name: str | None, where: str) -
         return
     template, end_token = CHAT_TEMPLATES[name]
     end_id = tokenizer.convert_tokens_to_ids(end_token)
-    if end_id is None or end_id == tokenizer.unk_token_id or len(tokenizer.encode(end_token, add_special_tokens=False)) != 1:
+    single = len(tokenizer.encode(end_token, add_special_tokens=False)) == 1
+    if end_id is None or end_id == tokenizer.unk_token_id or not single:
         raise HNeuronsError(f"{where}.chat_template={name!r}: the tokenizer has no single token {end_token!r}")
     if end_token not in tokenizer.all_special_tokens:
         before = len(tokenizer)
@@ -279,7 +280,8 @@ def _load_source(spec: dict[str, Any], cache_dir: Path, where: str):
             model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=dtype)
         except (ValueError, OSError, KeyError, IndexError, EOFError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise HNeuronsError(f"{where}: {file} is not a readable GGUF file ({type(exc).__name__}: {first})") from None
+            raise HNeuronsError(f"{where}: {file} is not a readable GGUF file "
+                                f"({type(exc).__name__}: {first})") from None
         return model, tokenizer, True, sha256_file(file)
     if not (file / "config.json").is_file():
         raise HNeuronsError(f"{where}.path: {file} is neither a .gguf file nor a model directory with config.json")

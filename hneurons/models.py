@@ -12,9 +12,9 @@ Flat neuron index: ``flat = layer * d_ffn + neuron``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

@@ -32,9 +32,10 @@ of an unchanged probe on base-model features with a bootstrap CI.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -180,7 +181,7 @@ class DriftTable:
     rank_layer: np.ndarray
 
     @classmethod
-    def from_drifts(cls, drift_up: np.ndarray, drift_down: np.ndarray, d_ffn: int) -> "DriftTable":
+    def from_drifts(cls, drift_up: np.ndarray, drift_down: np.ndarray, d_ffn: int) -> DriftTable:
         if drift_up.size % d_ffn:
             raise HNeuronsError(f"{drift_up.size} neurons is not a multiple of d_ffn={d_ffn}")
         delta, delta_layer = drift_delta(drift_up, drift_down), drift_delta(drift_up, drift_down, d_ffn)
@@ -188,7 +189,7 @@ class DriftTable:
                    delta_layer, normalized_rank(delta_layer, d_ffn))
 
     @classmethod
-    def from_models(cls, base, instruct) -> "DriftTable":
+    def from_models(cls, base, instruct) -> DriftTable:
         up, down = neuron_drift(base, instruct)
         return cls.from_drifts(up, down, ffn_blocks(base)[0].d_ffn)
 

@@ -17,8 +17,9 @@ transfer and writes the files of data/origin/<family>/ and reports/origin/<famil
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from hneurons.errors import HNeuronsError
 from hneurons.io import write_parquet, write_text
 
 log = logging.getLogger("origin")
+HELD_OUT_NOTE = ", outside the probe train/validation split"
 
 
 def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict]:
@@ -42,7 +44,7 @@ def transfer_questions(name: str, family: str, cfg: dict[str, Any]) -> list[dict
     n = cfg["n_questions"][name]
     if n > len(rows):
         raise HNeuronsError(f"origin.n_questions.{name}={n}: only {len(rows)} eligible {name} questions "
-                            f"(with answers{', outside the probe train/validation split' if name == cfg['probe_dataset'] else ''})")
+                            f"(with answers{HELD_OUT_NOTE if name == cfg['probe_dataset'] else ''})")
     return rows[:n]
 
 
@@ -55,8 +57,8 @@ def base_responses(backend, tokenizer, name: str, questions: list[dict], cfg: di
     (not used); ``selected`` marks the balanced set. Seeds: ``seed_for("origin/<name>/<example_id>")``
     per question, ``seed_for("origin/<name>/balance")`` for the balancing.
     """
-    from hneurons.generate import generate_cached
     from hneurons.consistency import select_balanced
+    from hneurons.generate import generate_cached
     from hneurons.judge import RuleJudge
 
     prompts = [origin.base_prompt_ids(tokenizer, q["question"]) for q in questions]
@@ -121,10 +123,10 @@ def analyse(metrics: dict[str, Any], table: origin.DriftTable, family: str, cfg:
     """Drift and backward transfer into ``metrics``; writes the files of data/origin/<family>/ and
     reports/origin/<family>/ under ``data_dir`` and ``report_dir`` (temporary siblings renamed at the end).
     ``seed_for(tag)`` gives the seed of each seeded step; ``salt`` keys the generation cache."""
-    metrics["drift"] = origin.drift_outputs(table, h, cfg, family, data_dir, report_dir, seed_for)
+    metrics["drift"] = drift = origin.drift_outputs(table, h, cfg, family, data_dir, report_dir, seed_for)
     log.info("%s: H-Neuron mean drift rank %.3f (empirical p=%.3g, Welch p=%.3g), per layer %.3f", family,
-             metrics["drift"]["global"]["h_neurons"]["mean_rank"], metrics["drift"]["global"]["h_neurons"]["p_empirical"],
-             metrics["drift"]["global"]["h_neurons"]["p_value"], metrics["drift"]["per_layer"]["h_neurons"]["mean_rank"])
+             drift["global"]["h_neurons"]["mean_rank"], drift["global"]["h_neurons"]["p_empirical"],
+             drift["global"]["h_neurons"]["p_value"], drift["per_layer"]["h_neurons"]["mean_rank"])
 
     train = instruct_training_rows(acts, cfg["labelling"])
     lines = origin.line_tokens(tokenizer)

@@ -31,8 +31,9 @@ module never reads params.yaml; ``stages/check_rows.py`` builds the uses from th
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from hneurons import layout
 from hneurons.errors import HNeuronsError

@@ -27,7 +27,7 @@ Deviation from the authors' code: ``tol`` defaults to 1e-6 (theirs: sklearn's
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from scipy.special import expit
@@ -214,7 +214,7 @@ class L1Probe(ClassifierMixin, BaseEstimator):
         if self.kkt_tol < 0:
             raise HNeuronsError(f"kkt_tol must be >= 0 (got {self.kkt_tol!r})")
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "L1Probe":
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> L1Probe:
         """Fit on ``X: float32[n, D]``, ``y: {0,1}[n]``; rows with weight 0 are ignored.
 
         X is a numpy array or any matrix with ``shape``, ``dtype``, row slices ``X[a:b]`` and column

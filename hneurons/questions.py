@@ -8,7 +8,7 @@ asks only the others (:func:`held_out_questions`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hneurons import layout
 from hneurons.errors import HNeuronsError

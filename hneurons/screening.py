@@ -10,7 +10,8 @@ answers (up to the float effects of a different batch composition).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ def screen_known(model, tokenizer, pool: Sequence[C.Item], n: int, correct: Call
     return kept, {**counts, "kept": len(kept), "target": n, "reached": len(kept) >= n}
 
 
-def screen_pools(model, tokenizer, items: dict[str, list[C.Item]], cfg: dict[str, Any], judges: "C.Judges",
+def screen_pools(model, tokenizer, items: dict[str, list[C.Item]], cfg: dict[str, Any], judges: C.Judges,
                  config) -> dict[str, dict[str, Any]]:
     """Screen each pool of ``items`` named in ``cfg["screen"]`` (intervene config) in place: keep its first
     known items (``capability.n_questions`` for triviaqa, else ``n_items``) with :func:`screen_known`.

@@ -37,9 +37,10 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -329,7 +330,8 @@ def align_example(record: Mapping[str, Any], tokenizer: Any, rule: str = "defaul
     """One record -> a SpanExample, or the reason it is dropped (one of DROP_REASONS).
 
     ``record`` needs example_id, label, prompt_ids, response_ids; ``correct``
-    (else label == 0) and ``answers`` for the default rule; ``question`` (aliases it holds are skipped, as the judge does) and ``split`` are optional.
+    (else label == 0) and ``answers`` for the default rule; ``question`` (aliases it holds are skipped,
+    as the judge does) and ``split`` are optional.
     """
     response_ids = np.asarray(record["response_ids"], dtype=np.int64).reshape(-1)
     if response_ids.size == 0:

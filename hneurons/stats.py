@@ -15,7 +15,8 @@ resample item ids with replacement and carry every row of each drawn item;
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -214,7 +215,8 @@ def ols_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def endpoint_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(y at max x - y at min x) / (max x - min x) per row of y float[n_rows, k]: float64[n_rows] (nan if an end is nan)."""
+    """(y at max x - y at min x) / (max x - min x) per row of y float[n_rows, k]: float64[n_rows]
+    (nan if an end is nan)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.atleast_2d(np.asarray(y, dtype=np.float64))
     lo, hi = int(np.argmin(x)), int(np.argmax(x))

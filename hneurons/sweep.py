@@ -17,15 +17,16 @@ turn for the items answered correctly at turn one (needs the correctness judge),
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from hneurons import compliance as C
-from hneurons.errors import HNeuronsError
 from hneurons.backends import TransformersBackend
+from hneurons.errors import HNeuronsError
 from hneurons.generate import DecodingSettings, chat_prompt_ids, generate_cached, sample_seed
 from hneurons.intervene import NeuronScaler
 
@@ -186,7 +187,7 @@ JUDGEMENTS_SCHEMA = pa.schema([
 ])
 
 
-def judge_rows(items: dict[str, list[C.Item]], rows: list[dict], judges: "C.Judges") -> pa.Table:
+def judge_rows(items: dict[str, list[C.Item]], rows: list[dict], judges: C.Judges) -> pa.Table:
     """One judgement per (benchmark, condition, item).
 
     falseqa / faitheval_style / jailbreak: the turn-1 response's compliance.
@@ -228,7 +229,7 @@ def judge_rows(items: dict[str, list[C.Item]], rows: list[dict], judges: "C.Judg
 
 
 def run_sweep(model, tokenizer, items: dict[str, list[C.Item]], plan: list[tuple[NeuronSet, list[float]]],
-              sets: dict[tuple[str, int], NeuronSet], judges: "C.Judges", config: SweepConfig,
+              sets: dict[tuple[str, int], NeuronSet], judges: C.Judges, config: SweepConfig,
               generations_path, meta: dict[str, Any]) -> pa.Table:
     """Phases A to C: :func:`first_turns`, sycophancy's :func:`second_turns` (when asked), :func:`judge_rows`.
 
@@ -322,7 +323,8 @@ def rate_table(judgements, n_boot: int, seed: int, by_set: bool = False):
     records = []
     for bench, bframe in frame.groupby("benchmark", sort=True):
         items = np.unique(bframe["example_id"].to_numpy(dtype=object).astype(str))
-        weights = np.vstack([np.ones((1, items.size)), cluster_weights(items.size, n_boot, _benchmark_seed(seed, bench))])
+        resampled = cluster_weights(items.size, n_boot, _benchmark_seed(seed, bench))
+        weights = np.vstack([np.ones((1, items.size)), resampled])
         for group_key, group in bframe.groupby(keys, sort=True):
             if not by_set and float(group_key[-1]) == 1.0:
                 group = group[group["set_index"] == group["set_index"].min()]   # the unchanged model, once

@@ -39,14 +39,15 @@ from __future__ import annotations
 import csv
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from hneurons import layout
+from hneurons.answers import normalize
 from hneurons.errors import HNeuronsError
 from hneurons.io import read_table
-from hneurons.answers import normalize
 
 KINDS = ("trivia", "premise", "refusal", "abstain")
 SAMPLING_SUFFIX = " Respond with the answer only, without any explanation."

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from hneurons.io import write_text
 from hneurons.answers import normalize
+from hneurons.io import write_text
 from hneurons.judge import RuleJudge
 from hneurons.refusal import is_refusal
 from hneurons.tune import KINDS, Example, question_of
@@ -36,7 +37,8 @@ def greedy_responses(model, tokenizer, prompts: Sequence[str], max_new_tokens: i
         ids = torch.tensor([[pad_id] * (width - len(e)) + list(e) for e in encoded], dtype=torch.long)
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], dtype=torch.long)
         with torch.no_grad():
-            generated = model.generate(input_ids=ids.to(input_device(model)), attention_mask=mask.to(input_device(model)),
+            device = input_device(model)
+            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops,
                                        pad_token_id=pad_id)
         for row in generated[:, width:].tolist():

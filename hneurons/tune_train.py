@@ -13,8 +13,8 @@ The loss curve is summarized, written as CSV and plotted here too.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,6 @@ from tqdm import tqdm
 from hneurons.errors import HNeuronsError
 from hneurons.io import dumps_json, sha256_bytes, write_text
 from hneurons.tune import Example
-
 
 # ------------------------------------------------------------------ encoding
 
@@ -133,7 +132,7 @@ class TuneSettings:
     seed: int = 0
     length_group: int = 1
 
-    def validate(self, where: str = "tune") -> "TuneSettings":
+    def validate(self, where: str = "tune") -> TuneSettings:
         checks = [
             ("steps", isinstance(self.steps, int) and self.steps >= 1, "an integer >= 1"),
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),

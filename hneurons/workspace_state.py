@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hneurons.dvc_lock import LOCK_NAME, MATCH, MISSING, MODIFIED, UNCHECKED, LockEntry, load_yaml12
 from hneurons.errors import HNeuronsError
@@ -70,7 +71,7 @@ class Workspace:
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, root: Path, rehash: bool = False) -> Iterator["Workspace"]:
+    def open(cls, root: Path, rehash: bool = False) -> Iterator[Workspace]:
         """Open the DVC repository at ``root`` (a one-line error if it is not one); ``rehash``: see
         :meth:`entry_status`."""
         from dvc.exceptions import NotDvcRepoError

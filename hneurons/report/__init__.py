@@ -39,20 +39,49 @@ from __future__ import annotations
 
 from hneurons.report.build import SECTIONS, Report, build_report
 from hneurons.report.detection import asked_text, detection_section, draw_detection, judge_lines
-from hneurons.report.deviations import (dataset_deviations, deviations, deviations_markdown,
-                                        family_override_values, model_deviation)
+from hneurons.report.deviations import (
+                                        dataset_deviations,
+                                        deviations,
+                                        deviations_markdown,
+                                        family_override_values,
+                                        model_deviation,
+)
 from hneurons.report.figures import PLOT_COLUMNS
 from hneurons.report.identification import draw_identification, identification_section, length_confound_note
 from hneurons.report.inputs import FamilyPaths, Inputs, get
-from hneurons.report.intervention import (COMPLIANCE_COLUMNS, check_compliance, draw_compliance,
-                                          intervention_section, paired_effect_lines, paper_slopes,
-                                          screening_lines, slopes)
+from hneurons.report.intervention import (
+                                        COMPLIANCE_COLUMNS,
+                                        check_compliance,
+                                        draw_compliance,
+                                        intervention_section,
+                                        paired_effect_lines,
+                                        paper_slopes,
+                                        screening_lines,
+                                        slopes,
+)
 from hneurons.report.markdown import floor_flag, md_table, mean_sd_text, not_run, pct, pct_ci, range_text, value_text
 from hneurons.report.origin import check_kind_text, draw_origin, origin_section, twin_lines
-from hneurons.report.paper import (BENCHMARK_PANELS, DATASET_NAMES, DETECT_DATASETS, FAMILY_SECTIONS, FIG3,
-                                   FIG3_ALPHAS, FIG4A, FIG4A_DATASETS, FIG4B, PAPER_MODEL_IDS, PAPER_MODELS,
-                                   PAPER_SETTINGS, PAPER_SLOPES, SMALL_MODELS, TABLE1, PaperSetting, paper_column,
-                                   paper_ratio_text, setting_keys)
+from hneurons.report.paper import (
+                                        BENCHMARK_PANELS,
+                                        DATASET_NAMES,
+                                        DETECT_DATASETS,
+                                        FAMILY_SECTIONS,
+                                        FIG3,
+                                        FIG3_ALPHAS,
+                                        FIG4A,
+                                        FIG4A_DATASETS,
+                                        FIG4B,
+                                        PAPER_MODEL_IDS,
+                                        PAPER_MODELS,
+                                        PAPER_SETTINGS,
+                                        PAPER_SLOPES,
+                                        SMALL_MODELS,
+                                        TABLE1,
+                                        PaperSetting,
+                                        paper_column,
+                                        paper_ratio_text,
+                                        setting_keys,
+)
 from hneurons.report.section import Figure, Section
 from hneurons.report.sources import provenance, source_line, sources_markdown
 from hneurons.report.training_data import data_section

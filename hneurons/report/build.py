@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -18,7 +19,6 @@ from hneurons.report.origin import origin_section
 from hneurons.report.section import Figure, Section
 from hneurons.report.sources import sources_markdown
 from hneurons.report.training_data import data_section
-
 
 SECTIONS: tuple[tuple[str, str, Callable[[Inputs, FamilyPaths], Section]], ...] = (
     ("data", "Training data (consistency sampling, paper §2.1)", data_section),

@@ -7,7 +7,8 @@ of a compared setting.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hneurons.report.markdown import md_table, value_text
 from hneurons.report.paper import FAMILY_SECTIONS, PAPER_MODEL_IDS, PAPER_SETTINGS

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-
 #: Figure-data CSVs (declared as DVC plots) and their columns, long format over families.
 PLOT_COLUMNS: dict[str, list[str]] = {
     "detection": ["family", "dataset", "h_neurons", "h_ci_lo", "h_ci_hi", "random", "paper_h_neurons", "paper_random"],

@@ -54,7 +54,8 @@ def identification_section(inputs: Inputs, paths: FamilyPaths) -> Section:
         f"**{n_h} H-Neurons** (positive weights) of {n_feat:,} FFN neurons = **{per_mille:.3f}‰** at the chosen "
         f"C = {chosen:g} ({get(m, 'C_selection.criterion', where)}; alpha = {get(m, 'C_selection.alpha', where):g}). "
         f"Paper Table 1 ratios (‰): {paper_ratio_text()}; this run is {position} the paper's range "
-        f"({ratios.min():.2f}–{ratios.max():.2f}‰ ≈ {ratios.min() * n_feat / 1000:.1f}–{ratios.max() * n_feat / 1000:.1f} "
+        f"({ratios.min():.2f}–{ratios.max():.2f}‰ ≈ "
+        f"{ratios.min() * n_feat / 1000:.1f}–{ratios.max() * n_feat / 1000:.1f} "
         f"neurons at this model's size). The paper reports no C path (grid and final C unstated, paper.md §4.2).",
         "",
         md_table(["C", "validation acc. (%)", "task acc. suppressed (%)", "criterion", "positive", "‰"],

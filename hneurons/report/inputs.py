@@ -7,9 +7,10 @@ missing key is a one-line :class:`~hneurons.errors.HNeuronsError` naming the fil
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 

@@ -21,7 +21,6 @@ from hneurons.report.markdown import md_table, not_run, pct_ci
 from hneurons.report.paper import BENCHMARK_PANELS, FIG3, FIG3_ALPHAS, PAPER_MODELS, PAPER_SLOPES, SMALL_MODELS
 from hneurons.report.section import Figure, Section
 
-
 COMPLIANCE_COLUMNS = ("benchmark", "neurons", "alpha", "compliance", "ci_lo", "ci_hi", "n", "n_parsed")
 
 
@@ -76,8 +75,10 @@ def intervention_section(inputs: Inputs, paths: FamilyPaths) -> Section:
             flags.append(f"{bench} {neurons}: {small.replace('per class', 'per condition')}")
         rows.append([bench + (" (stand-in for FaithEval)" if bench == "faitheval_style" else ""),
                      neurons + (" ⚑" if small else ""),
-                     f"{pct_ci(lo_row.compliance / 100, [lo_row.ci_lo / 100, lo_row.ci_hi / 100])} @ α={lo_row.alpha:g}",
-                     f"{pct_ci(hi_row.compliance / 100, [hi_row.ci_lo / 100, hi_row.ci_hi / 100])} @ α={hi_row.alpha:g}",
+                     f"{pct_ci(lo_row.compliance / 100, [lo_row.ci_lo / 100, lo_row.ci_hi / 100])} "
+                     f"@ α={lo_row.alpha:g}",
+                     f"{pct_ci(hi_row.compliance / 100, [hi_row.ci_lo / 100, hi_row.ci_hi / 100])} "
+                     f"@ α={hi_row.alpha:g}",
                      f"{endpoint:+.2f} / {ols:+.2f}", f"{100 * parsed:.1f} (min {100 * worst:.1f})", paper_text])
         section_metrics.setdefault(bench, {})[neurons] = {
             "endpoint_slope_pp": endpoint, "ols_slope_pp": ols, "parsed_share": float(parsed),
@@ -157,7 +158,8 @@ def paired_effect_lines(inputs: Inputs, paths: FamilyPaths, section_metrics: dic
         entry["paired"] = {"n_items": int(part["n"].min()), "below_floor": bool(small),
                            "h_minus_random_pp_at_max_alpha": None if small else float(top.diff_pp),
                            "ci95": None if small else [float(top.diff_ci_lo), float(top.diff_ci_hi)],
-                           "h_minus_random_ols_slope": None if small or diff is None else float(diff.slope_pp_per_alpha)}
+                           "h_minus_random_ols_slope":
+                               None if small or diff is None else float(diff.slope_pp_per_alpha)}
     if not rows:
         return []
     return ["H-Neurons minus the layer-matched random sets, paired by item (same items and sampling seeds in every "

@@ -3,8 +3,9 @@ H-Neurons vs the paper's values, the behaviour check of a tuned instruct twin, a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,8 @@ def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
         rows.append([label, h["n"], f"{h['mean_rank']:.3f}",
                      _p_text(h.get("p_empirical")) + (f" ({rand['n_sets']} sets)" if rand.get("n_sets") else ""),
                      _p_text(h.get("p_empirical_layer_matched")), _p_text(h.get("p_value")),
-                     f"{rand['mean_rank']['mean']:.3f} ± {rand['mean_rank']['sd']:.3f}" if rand.get("n_sets") else "n/a",
+                     (f"{rand['mean_rank']['mean']:.3f} ± {rand['mean_rank']['sd']:.3f}"
+                      if rand.get("n_sets") else "n/a"),
                      f"{matched['mean_rank']['mean']:.3f} ± {matched['mean_rank']['sd']:.3f}"
                      if matched.get("n_sets") else "n/a",
                      pct(rand.get("share_p_below_0.05"))])
@@ -79,7 +81,8 @@ def origin_section(inputs: Inputs, paths: FamilyPaths) -> Section:
               "answers (prompt: question + \"\\nAnswer:\", answer cut at the first line break after it begins; "
               "leading blank lines are kept, a reading of the paper's newline stop); balanced n = 2 × the smaller "
               "class; AUROC (%) with 95% bootstrap CIs; chance = 50 (the paper has no random-neuron control):", "",
-              md_table(["dataset", "base answers correct/wrong/dropped", "n", "AUROC (this run)", "random neurons (mean ± sd)",
+              md_table(["dataset", "base answers correct/wrong/dropped", "n", "AUROC (this run)",
+                        "random neurons (mean ± sd)",
                         "paper mean (range) of 6 base models", "note"], trows), "",
               inputs.source(*([where] + [p for p in (paths.origin_transfer, paths.origin_strip) if inputs.exists(p)]))]
     figure = Figure(name, lambda path: draw_origin(data, family, path))
@@ -100,7 +103,8 @@ def twin_lines(inputs: Inputs, paths: FamilyPaths) -> list[str]:
              cell(base.get(kind), "correct"), cell(twin[kind], "correct")] for kind in twin]
     loss = m.get("loss") or {}
     return ["The instruct model of this family is not a vendor checkpoint but the base model instruction-tuned by "
-            f"`tune@{paths.family}` (loss of the first batch {loss.get('first', float('nan')):.2f}, mean of the last 20 "
+            f"`tune@{paths.family}` (loss of the first batch {loss.get('first', float('nan')):.2f}, "
+            f"mean of the last 20 "
             f"batches {loss.get('mean_last_20', float('nan')):.2f} nats per response token). Its behaviour on held-out "
             "examples of each instruction kind, greedy (%; refusal = refusal or abstention):", "",
             md_table(["kind", "n", "format ok: base", "twin", "refusal: base", "twin", "correct: base", "twin"],

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-
 #: The six instruct models of the paper, in its table order (paper.md §1).
 PAPER_MODELS = ("Mistral-7B-v0.3", "Mistral-Small-3.1-24B", "Gemma-3-4B", "Gemma-3-27B", "Llama-3.1-8B",
                 "Llama-3.3-70B")

@@ -8,8 +8,9 @@ The md5 is the hash DVC records for a file; the stage and lock hash come from
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from hneurons.report.markdown import md_table
 
