@@ -55,7 +55,8 @@ def main(argv=None) -> None:
     from hneurons import sweep
     from hneurons.models import ffn_shape, load_causal_lm
     from hneurons.questions import prepared_questions as _table
-    from stages._common import compute_settings, family_params, load_params
+    from stages._common import compute_settings, load_params
+    from stages.config import family_params
     from stages.intervene import read_config
 
     family = next(iter(load_params()["intervene"]["families"]))

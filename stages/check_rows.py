@@ -31,7 +31,8 @@ from hneurons import overlap
 from hneurons.errors import HNeuronsError
 from hneurons.io import write_json
 from hneurons.overlap import Tables, Use, source_key
-from stages._common import family_params, load_params, param, run, setup_runtime
+from stages._common import load_params, param, run, setup_runtime
+from stages.config import family_params
 
 log = logging.getLogger("check_rows")
 REPORT = Path("reports/check_rows.json")

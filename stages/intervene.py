@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from hneurons.errors import HNeuronsError
-from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
+from stages._common import (compute_settings, derived_seed, device_tag, load_params,
                              param, run, setup_torch)
+from stages.config import family_params
 from stages._generation import hooked_generation_info
 
 log = logging.getLogger("intervene")

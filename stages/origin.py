@@ -39,8 +39,9 @@ from hneurons.errors import HNeuronsError
 from hneurons.io import atomic_path, jsonable, write_json, write_text
 from hneurons.machine import machine_facts
 from hneurons.origin_transfer import analyse
-from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
+from stages._common import (compute_settings, derived_seed, device_tag, load_params,
                              param, run, setup_torch)
+from stages.config import family_params
 from stages._generation import generation_backend
 
 log = logging.getLogger("origin")

@@ -46,7 +46,8 @@ from hneurons.machine import machine_facts  # noqa: E402
 from hneurons.io import write_json, write_parquet  # noqa: E402
 from hneurons.materialize import read_fingerprint, save_model_dir  # noqa: E402
 from hneurons.models import load_causal_lm  # noqa: E402
-from stages._common import compute_settings, family_params, load_params, param, run, setup_torch  # noqa: E402
+from stages._common import compute_settings, load_params, param, run, setup_torch  # noqa: E402
+from stages.config import family_params
 
 log = logging.getLogger("tune")
 SECTION = "tune"

@@ -207,7 +207,8 @@ def _write_stage_workspace(root: Path, questions: list[dict], temperature: float
         "compute": {"families": {}, "device": "cpu", "dtype": "float32"},
         "sample": {"families": {"tiny": {}}, "dataset": "triviaqa", "n_questions": None,
                    "prompt": "{question} Respond with the answer only, without any explanation.",
-                   "n_samples": 3, "temperature": temperature, "top_k": 50, "top_p": 0.9, "max_new_tokens": 5,
+                   "n_samples": 3,
+                   "decoding": {"temperature": temperature, "top_k": 50, "top_p": 0.9, "max_new_tokens": 5},
                    "early_stop_after": [1], "lazy_majority": True, "min_agreement": 1.0, "max_per_class": None,
                    "splits": {"train": 0.5, "validation": 0.25, "test": 0.25}, "batch_size": 4,
                    "judge": {"kind": "rule"}},
@@ -266,9 +267,10 @@ def test_sample_stage_bad_input(model, tok, tmp_path, monkeypatch):
     with pytest.raises(HNeuronsError, match="no question has answers"):
         _run_stage(root, monkeypatch)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    for key, value in (("temperature", -1), ("n_samples", 0)):
+    for key, value in (("decoding.temperature", -1), ("n_samples", 0)):
         bad = yaml.safe_load(yaml.safe_dump(params))
-        bad["sample"][key] = value
+        section, name = (bad["sample"]["decoding"], "temperature") if "." in key else (bad["sample"], key)
+        section[name] = value
         (root / "params.yaml").write_text(yaml.safe_dump(bad))
         with pytest.raises(HNeuronsError, match=rf"^sample\.{key}"):
             _run_stage(root, monkeypatch)
