@@ -35,14 +35,6 @@ def param(params: dict[str, Any], dotted: str, default: Any = ...) -> Any:
     return node
 
 
-def entry(params: dict[str, Any], section: str, name: str) -> dict[str, Any]:
-    """``params[section][name]`` or a one-line error listing the known names."""
-    table = params.get(section) or {}
-    if name not in table:
-        raise HNeuronsError(f"{section}.{name}: unknown (known: {', '.join(sorted(table)) or 'none'})")
-    return table[name]
-
-
 def compute_settings(params: Any, family: str) -> tuple[str, str]:
     """(device, dtype) for a family's models: ``compute.device`` / ``compute.dtype`` with the
     ``compute.families.<family>`` overrides (``params``: a typed ``Config`` or the params mapping)."""

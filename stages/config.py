@@ -345,8 +345,8 @@ class ExtractSection(Section):
     region_variant: Optional[Str] = None
     span_rule: Optional[Str] = None
     annotation_file: Optional[Str] = None
-    batch_size: Optional[Int] = None
-    row_group_examples: Optional[Int] = None
+    batch_size: Annotated[int, _at_least(1)]
+    row_group_examples: Annotated[int, _at_least(1)]
     cett_dtype: Optional[Str] = None
 
 
