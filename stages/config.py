@@ -96,6 +96,15 @@ def _at_least(minimum: int) -> BeforeValidator:
     return BeforeValidator(check)
 
 
+def _at_least_or_null(minimum: int) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise _fail(f"={value!r}: expected null or an integer >= {minimum}")
+        return value
+
+    return BeforeValidator(check)
+
+
 def _positive(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise _fail(f"={value!r}: expected a number > 0")
@@ -139,9 +148,23 @@ def _c_grid(value: Any) -> list[float]:
 
 
 class Section(BaseModel):
-    """A mapping with known keys: an unknown one is an error naming the closest known key."""
+    """A mapping with known keys: an unknown one is an error naming the closest known key. A key may be
+    absent at load time (a stage that uses it asks ``require``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def require(self, where: str, *optional: str) -> "Section":
+        """Self, or a one-line error naming the first key (other than ``optional`` ones) params.yaml leaves out."""
+        for name, field in type(self).model_fields.items():
+            if name in self.model_fields_set or name in optional or name == "families":
+                continue
+            if field.default is None:
+                raise HNeuronsError(f"params.yaml: missing {where}.{name}")
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if isinstance(value, Section):
+                value.require(f"{where}.{name}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -302,11 +325,11 @@ class OriginSection(Section):
     datasets: Optional[AnyList] = None
     n_questions: PerDatasetInt = None
     decoding: Optional[Decoding] = None
-    batch_size: Optional[Int] = None
-    extract_batch_size: Optional[Int] = None
-    max_per_class: IntOrNull = None
-    n_boot: Optional[Int] = None
-    n_random_sets: Optional[Int] = None
+    batch_size: Optional[Annotated[int, _at_least(1)]] = None
+    extract_batch_size: Optional[Annotated[int, _at_least(1)]] = None
+    max_per_class: Annotated[Optional[int], _at_least_or_null(1)] = None
+    n_boot: Optional[Annotated[int, _at_least(0)]] = None
+    n_random_sets: Optional[Annotated[int, _at_least(0)]] = None
 
 
 class Splits(Section):
@@ -345,37 +368,37 @@ class ExtractSection(Section):
     region_variant: Optional[Str] = None
     span_rule: Optional[Str] = None
     annotation_file: Optional[Str] = None
-    batch_size: Annotated[int, _at_least(1)]
-    row_group_examples: Annotated[int, _at_least(1)]
+    batch_size: Optional[Annotated[int, _at_least(1)]] = None
+    row_group_examples: Optional[Annotated[int, _at_least(1)]] = None
     cett_dtype: Optional[Str] = None
 
 
 class ProbeTask(Section):
     """The C criterion's second term: greedy accuracy with the H-Neurons scaled by ``alpha``."""
 
-    alpha: Annotated[Union[int, float], BeforeValidator(_finite)]
-    n_questions: Annotated[int, _at_least(0)]
-    max_new_tokens: Annotated[int, _at_least(1)]
-    batch_size: Annotated[int, _at_least(1)]
+    alpha: Optional[Annotated[Union[int, float], BeforeValidator(_finite)]] = None
+    n_questions: Optional[Annotated[int, _at_least(0)]] = None
+    max_new_tokens: Optional[Annotated[int, _at_least(1)]] = None
+    batch_size: Optional[Annotated[int, _at_least(1)]] = None
 
 
 class ProbeSection(Section):
     families: Optional[Families] = None
-    dataset: Str
-    labelling: Annotated[Literal["3-vs-1", "1-vs-1"], _one_of("3-vs-1", "1-vs-1")]
-    C_grid: Annotated[list[float], BeforeValidator(_c_grid)]
-    tol: Annotated[Union[int, float], BeforeValidator(_positive)]
-    standardize: Annotated[bool, BeforeValidator(_true_or_false)]
-    solver: Annotated[Literal["working_set", "liblinear"], _one_of("working_set", "liblinear")]
-    screen_size: Annotated[int, _at_least(1)]
-    max_add: Annotated[int, _at_least(1)]
-    kkt_tol: Annotated[Union[int, float], BeforeValidator(_non_negative)]
-    max_iter: Annotated[int, _at_least(1)]
-    task: ProbeTask
-    n_bootstrap: Annotated[int, _at_least(0)]
-    n_random_seeds: Annotated[int, _at_least(5)]
-    baseline_C: Annotated[Union[int, float], BeforeValidator(_positive)]
-    n_ci_boot: Annotated[int, _at_least(0)]
+    dataset: Optional[Str] = None
+    labelling: Optional[Annotated[Literal["3-vs-1", "1-vs-1"], _one_of("3-vs-1", "1-vs-1")]] = None
+    C_grid: Optional[Annotated[list[float], BeforeValidator(_c_grid)]] = None
+    tol: Optional[Annotated[Union[int, float], BeforeValidator(_positive)]] = None
+    standardize: Optional[Annotated[bool, BeforeValidator(_true_or_false)]] = None
+    solver: Optional[Annotated[Literal["working_set", "liblinear"], _one_of("working_set", "liblinear")]] = None
+    screen_size: Optional[Annotated[int, _at_least(1)]] = None
+    max_add: Optional[Annotated[int, _at_least(1)]] = None
+    kkt_tol: Optional[Annotated[Union[int, float], BeforeValidator(_non_negative)]] = None
+    max_iter: Optional[Annotated[int, _at_least(1)]] = None
+    task: Optional[ProbeTask] = None
+    n_bootstrap: Optional[Annotated[int, _at_least(0)]] = None
+    n_random_seeds: Optional[Annotated[int, _at_least(5)]] = None
+    baseline_C: Optional[Annotated[Union[int, float], BeforeValidator(_positive)]] = None
+    n_ci_boot: Optional[Annotated[int, _at_least(0)]] = None
 
 
 class ReportSection(Section):

@@ -104,7 +104,7 @@ def main(argv: list[str]) -> None:
             raise HNeuronsError(f"extract.runs.{name}.{key}: required")
     family, role, dataset = config.family, config.role, config.dataset
     shard, shards = shard_of(name, config)
-    opts = settings(params.extract)
+    opts = settings(params.extract.require("extract"))
     setup_torch(params)
     where = f"extract {family}/{role}/{dataset}"
     samples_path = Path(f"data/samples/{family}/{dataset}.parquet")

@@ -43,7 +43,8 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError("usage: python -m stages.probe FAMILY")
     family = argv[0]
     config = load_config().family(SECTION, family)
-    setup_torch(config.raw)
+    config.probe.require(SECTION)
+    setup_torch(config)
     from hneurons.activations import activation_metadata
 
     acts = Path(f"data/activations/{family}/instruct/{config.probe.dataset}")
