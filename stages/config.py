@@ -411,10 +411,10 @@ class DetectSection(Section):
     n_questions: Optional[Annotated[dict[str, IntOrNull], BeforeValidator(_mapping)]] = None
     min_per_class: Optional[Annotated[dict[str, IntOrNull], BeforeValidator(_mapping)]] = None
     decoding: Optional[Annotated[dict[str, Decoding], BeforeValidator(_mapping)]] = None
-    batch_size: Optional[Int] = None
-    extract_batch_size: Optional[Int] = None
-    max_per_class: IntOrNull = None
-    n_boot: Optional[Int] = None
+    batch_size: Optional[Annotated[int, _at_least(1)]] = None
+    extract_batch_size: Optional[Annotated[int, _at_least(1)]] = None
+    max_per_class: Annotated[Optional[int], _at_least_or_null(1)] = None
+    n_boot: Optional[Annotated[int, _at_least(0)]] = None
     table_metric: Optional[Str] = None
     judge_labels: Optional[Str] = None
     judge_reference: Optional[Str] = None
