@@ -294,9 +294,11 @@ class TuneSizes(Section):
 
 
 class TuneCheck(Section):
+    """The greedy behaviour check of base and twin."""
+
     max_new_tokens: Optional[Int] = None
     include_base: Optional[Bool] = None
-    batch_size: Optional[Int] = None
+    batch_size: Optional[Annotated[int, _at_least(1)]] = None
 
 
 class TuneSection(Section):
@@ -307,7 +309,7 @@ class TuneSection(Section):
     eval_datasets: Optional[AnyList] = None
     sizes: Optional[TuneSizes] = None
     n_check: Annotated[Union[int, dict[str, Any], None], _kinds("int", "mapping")] = None
-    check_before_train: Optional[Int] = None
+    check_before_train: Optional[Annotated[int, _at_least(0)]] = None
     suffix_share: Optional[Num] = None
     max_length: Optional[Int] = None
     steps: Optional[Int] = None

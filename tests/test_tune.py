@@ -425,7 +425,8 @@ def test_tune_stage_errors_are_one_line(tmp_path):
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     result = _run_stage(project)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == "error: tune.check.batch_size=0: expected an integer >= 1"
+    assert result.stderr.strip().splitlines()[-1] == ("error: params.yaml: tune.families.tiny.check.batch_size=0: "
+                                                      "expected an integer >= 1")
     params["tune"]["families"]["tiny"] = {}
     params["tune"]["trivia"]["rows"] = [30, 99]
     (project / "params.yaml").write_text(yaml.safe_dump(params))
