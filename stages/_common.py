@@ -1,4 +1,5 @@
-"""Shared plumbing for stage scripts: params, threads, one-line errors."""
+"""Shared plumbing for stage scripts: dotted params lookups, device and threads, seeds, one-line errors.
+The typed params live in ``stages.config``."""
 
 from __future__ import annotations
 
@@ -6,22 +7,9 @@ import hashlib
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 from hneurons.errors import HNeuronsError
-
-PARAMS_FILE = Path("params.yaml")
-
-
-def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """params.yaml parsed and checked by ``stages.config`` (one-line error on a bad key or value)."""
-    from stages.config import from_mapping, read_params
-
-    params = read_params(path)
-    from_mapping(params, str(path))
-    return params
-
 
 def param(params: dict[str, Any], dotted: str, default: Any = ...) -> Any:
     """``params['a']['b']`` for ``'a.b'``; a missing key without default is a one-line error."""
@@ -66,17 +54,14 @@ def setup_runtime(params: Any = None) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def setup_torch(params: Any) -> None:
-    """setup_runtime plus torch threads from base.threads (``params``: a typed ``stages.config.Config`` or
-    the params mapping) and quiet transformers logs."""
-    setup_runtime(params)
+def setup_torch(config: Any) -> None:
+    """setup_runtime plus torch threads from ``base.threads`` of a typed ``stages.config.Config`` and quiet
+    transformers logs."""
+    setup_runtime(config)
     import torch
     from transformers.utils import logging as hf_logging
 
-    if isinstance(params, dict):
-        threads = int(param(params, "base.threads", 0) or 0)
-    else:
-        threads = int((params.base.threads if params.base else 0) or 0)
+    threads = int((config.base.threads if config.base else 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)
     hf_logging.set_verbosity_error()

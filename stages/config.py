@@ -160,7 +160,7 @@ class Section(BaseModel):
                 continue
             if field.default is None:
                 raise HNeuronsError(f"params.yaml: missing {where}.{name}")
-        for name in self.model_fields_set:
+        for name in self.model_fields_set - set(optional):
             value = getattr(self, name)
             if isinstance(value, Section):
                 value.require(f"{where}.{name}")
@@ -452,15 +452,15 @@ class InterveneSection(Section):
     benchmarks: Optional[AnyList] = None
     alphas: Optional[AnyList] = None
     random_alphas: Optional[AnyList] = None
-    n_random_sets: Optional[Int] = None
+    n_random_sets: Optional[Annotated[int, _at_least(0)]] = None
     positions: Optional[Str] = None
     n_items: Optional[Annotated[dict[str, IntOrNull], BeforeValidator(_mapping)]] = None
     screen: Optional[AnyList] = None
     decoding: Optional[InterveneDecoding] = None
     sycophancy_categories: Optional[AnyList] = None
     capability: Optional[Capability] = None
-    batch_size: Optional[Int] = None
-    n_boot: Optional[Int] = None
+    batch_size: Optional[Annotated[int, _at_least(1)]] = None
+    n_boot: Optional[Annotated[int, _at_least(0)]] = None
     judge: Optional[InterveneJudge] = None
 
 

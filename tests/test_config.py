@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from hneurons.errors import HNeuronsError
-from stages._common import load_params
 from stages.config import Config, ProbeSection, from_mapping as validate, load_config
 from tests.pipeline_utils import tiny_params
 
@@ -83,7 +82,7 @@ def test_malformed_yaml_is_one_line_with_its_position(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("base:\n  seed: 1\n bad: [\n", encoding="utf-8")
     with pytest.raises(HNeuronsError, match=r"params.yaml: line 3, column 2: malformed YAML"):
-        load_params(path)
+        load_config(path)
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
