@@ -27,7 +27,7 @@ setup:
 run: setup
 	dvc repro
 
-test: setup
+test: lint
 	python -m pytest -q
 
 test-fast: setup   # unit tests only: no DVC pipelines, remotes or memory measurements (-m "not pipeline")

@@ -55,13 +55,13 @@ def main(argv=None) -> None:
     from hneurons import sweep
     from hneurons.models import ffn_shape, load_causal_lm
     from hneurons.questions import prepared_questions as _table
-    from stages._common import compute_settings, family_params, load_params
+    from stages.config import load_config
     from stages.intervene import read_config
 
-    family = next(iter(load_params()["intervene"]["families"]))
-    params = family_params(load_params(), "intervene", family)
+    family = next(iter(load_config().intervene.families))
+    params = load_config().family("intervene", family)
     cfg = read_config(params)
-    cfg["device"], cfg["dtype"] = compute_settings(params, family)
+    cfg["device"], cfg["dtype"] = params.compute.device, params.compute.dtype
     started = time.perf_counter()
     model, tok = load_causal_lm(args.model, cfg["dtype"], cfg["device"])
     load_s = time.perf_counter() - started

@@ -67,7 +67,7 @@ def check_C_grid(C_grid: list[float], where: str = "C_grid") -> list[float]:
 def select_C(probe: L1Probe, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
              C_grid: list[float], task_accuracy: TaskAccuracy | None = None,
              sample_weight: np.ndarray | None = None, progress: bool = False,
-             where: str = "C_grid") -> CSelection:
+             where: str = "C_grid", grid_checked: bool = False) -> CSelection:
     """The paper's C criterion: validation accuracy + task accuracy with that C's H-Neurons suppressed.
 
     ``probe`` is a template (cloned per C). ``X_val``/``y_val``: validation answer
@@ -80,11 +80,12 @@ def select_C(probe: L1Probe, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_
 
     A C whose probe has no positive weight cannot be chosen (suppressing nothing
     would trivially maximise the task term); if no C has one, HNeuronsError.
-    Ties: fewer H-Neurons, then smaller C. ``where`` names the grid in error messages.
+    Ties: fewer H-Neurons, then smaller C. ``where`` names the grid in error messages;
+    ``grid_checked``: ``C_grid`` is already sorted, de-duplicated and positive (a typed params section).
     """
     from hneurons.stats import accuracy
 
-    grid = check_C_grid(list(C_grid), where)
+    grid = list(C_grid) if grid_checked else check_C_grid(list(C_grid), where)
     cache: dict[tuple[int, ...], float] = {}
     table, probes = [], []
     for C in tqdm(grid, desc="C grid", unit="C", disable=not progress):

@@ -11,6 +11,16 @@ from typing import Any
 
 from hneurons.errors import HNeuronsError
 from stages._common import compute_settings, param
+from stages.config import Decoding
+
+
+def decoding_settings(decoding: Decoding, n_samples: int = 1, where: str = "decoding") -> Any:
+    """The library's ``hneurons.generate.DecodingSettings`` for a typed ``Decoding`` (checked, naming ``where``)."""
+    from hneurons.generate import DecodingSettings
+
+    return DecodingSettings(n_samples=n_samples, temperature=decoding.temperature, top_k=decoding.top_k,
+                            top_p=decoding.top_p, max_new_tokens=decoding.max_new_tokens).validate(where)
+
 
 BACKEND_KEYS = {
     "transformers": (),
@@ -20,11 +30,11 @@ BACKEND_KEYS = {
 }
 
 
-def backend_settings(params: dict[str, Any], family: str) -> tuple[dict[str, Any], str]:
+def backend_settings(params: Any, family: str) -> tuple[dict[str, Any], str]:
     """(backend config, its params key) for a family's generation: ``compute.backend`` (default
     ``{kind: transformers}``) with ``compute.families.<family>.backend`` over it key by key, or replacing
     it whole when the override names a ``kind``. Unknown kinds and keys of another kind are one-line errors."""
-    section = param(params, "compute")
+    section = param(getattr(params, "raw", params), "compute")   # a typed Config or the params mapping
     config, where = dict(section.get("backend") or {"kind": "transformers"}), "compute.backend"
     override = ((section.get("families") or {}).get(family) or {}).get("backend")
     if isinstance(override, dict):
@@ -40,7 +50,7 @@ def backend_settings(params: dict[str, Any], family: str) -> tuple[dict[str, Any
     return config, where
 
 
-def generation_backend(params: dict[str, Any], family: str, model_dir: Path, model: Any = None,
+def generation_backend(params: Any, family: str, model_dir: Path, model: Any = None,
                        tokenizer: Any = None, role: str = "instruct") -> tuple[Any, Any, Any]:
     """(backend, tokenizer, model or None) for a stage's unhooked generation from ``model_dir`` (the
     family's ``role`` model), as ``compute.backend`` says. Loads the tokenizer when not given, and the
@@ -78,7 +88,7 @@ def generation_backend(params: dict[str, Any], family: str, model_dir: Path, mod
     return backend, tokenizer, model
 
 
-def hooked_generation_info(params: dict[str, Any], family: str, model: Any, tokenizer: Any) -> dict[str, Any]:
+def hooked_generation_info(params: Any, family: str, model: Any, tokenizer: Any) -> dict[str, Any]:
     """What generation with neuron hooks ran on: always the in-process transformers model (hooks need it),
     with the configured backend named when it is another one."""
     from hneurons.backends import TransformersBackend

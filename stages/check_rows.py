@@ -24,84 +24,85 @@ exit status 2, nothing written.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from hneurons import layout, overlap
 from hneurons.errors import HNeuronsError
 from hneurons.io import write_json
 from hneurons.overlap import Tables, Use, source_key
-from stages._common import family_params, load_params, param, run, setup_runtime
+from stages._common import run, setup_runtime
+from stages.config import Config, load_config
 
 log = logging.getLogger("check_rows")
 REPORT = layout.CHECK_ROWS
 NEEDS_SAMPLES = "drops the probe's train/validation questions (data/samples): disjoint by construction"
 
 
-def families(params: dict[str, Any], section: str) -> list[str]:
+def families(config: Config, section: str) -> list[str]:
     """The families listed under ``<section>.families`` (none when empty)."""
-    return list(param(params, f"{section}.families", None) or {})
+    table = getattr(config, section)
+    return list((table.families if table is not None else None) or {})
 
 
-def table_uses(params: dict[str, Any], rows: Tables) -> list[Use]:
+def table_uses(config: Config, rows: Tables) -> list[Use]:
     uses = []
-    for name, config in param(params, "datasets").items():
-        key = f"datasets.{name}.rows" if "rows" in (config or {}) else f"datasets.{name}"
+    for name, spec in (config.datasets or {}).items():
+        key = f"datasets.{name}.rows" if "rows" in spec.model_fields_set else f"datasets.{name}"
         uses.append(Use(f"prepare@{name}", name, key, "table", tuple(r["example_id"] for r in rows(name))))
     return uses
 
 
-def sample_uses(params: dict[str, Any], rows: Tables) -> list[Use]:
+def sample_uses(config: Config, rows: Tables) -> list[Use]:
     uses = []
-    for family in families(params, "sample"):
-        p = family_params(params, "sample", family)
-        name, key = param(p, "sample.dataset"), source_key(params, "sample", family, "n_questions")
-        ids = overlap.first_ids(rows(name), param(p, "sample.n_questions", None), key)
-        uses.append(Use(f"sample@{family}/{name}", name, key, "train", ids))
+    for family in families(config, "sample"):
+        sample = config.family("sample", family).sample
+        key = source_key(config.raw, "sample", family, "n_questions")
+        ids = overlap.first_ids(rows(sample.dataset), sample.n_questions, key)
+        uses.append(Use(f"sample@{family}/{sample.dataset}", sample.dataset, key, "train", ids))
     return uses
 
 
-def tune_uses(params: dict[str, Any], rows: Tables) -> list[Use]:
+def tune_uses(config: Config, rows: Tables) -> list[Use]:
     uses = []
-    for family in families(params, "tune"):
-        p = family_params(params, "tune", family)
-        trivia, key = param(p, "tune.trivia.dataset"), source_key(params, "tune", family, "trivia.rows")
+    for family in families(config, "tune"):
+        tune = config.family("tune", family).tune
+        trivia, key = tune.trivia.dataset, source_key(config.raw, "tune", family, "trivia.rows")
         uses.append(Use(f"tune@{family}/trivia", trivia, key, "train",
-                        overlap.row_ids(rows(trivia), param(p, "tune.trivia.rows"), key)))
-        premise = param(p, "tune.premise.dataset")
-        uses.append(Use(f"tune@{family}/premise", premise, source_key(params, "tune", family, "premise.dataset"),
+                        overlap.row_ids(rows(trivia), tune.trivia.rows, key)))
+        premise = tune.premise.dataset
+        uses.append(Use(f"tune@{family}/premise", premise, source_key(config.raw, "tune", family, "premise.dataset"),
                         "train", overlap.premise_ids(rows(premise))))
     return uses
 
 
-def origin_uses(params: dict[str, Any], rows: Tables, not_checked: dict[str, str]) -> list[Use]:
+def origin_uses(config: Config, rows: Tables, not_checked: dict[str, str]) -> list[Use]:
     uses = []
-    for family in families(params, "origin"):
-        p = family_params(params, "origin", family)
-        counts = param(p, "origin.n_questions")
-        for name in param(p, "origin.datasets"):
-            if name == param(p, "probe.dataset"):
+    for family in families(config, "origin"):
+        p = config.family("origin", family)
+        counts = p.origin.n_questions
+        for name in p.origin.datasets:
+            if name == p.probe.dataset:
                 not_checked[f"origin@{family}/{name}"] = NEEDS_SAMPLES
                 continue
             if isinstance(counts, dict) and name not in counts:
-                raise HNeuronsError(f"{source_key(params, 'origin', family, 'n_questions')}: no count for {name}")
-            key = source_key(params, "origin", family, f"n_questions.{name}" if isinstance(counts, dict)
+                raise HNeuronsError(f"{source_key(config.raw, 'origin', family, 'n_questions')}: no count for {name}")
+            key = source_key(config.raw, "origin", family, f"n_questions.{name}" if isinstance(counts, dict)
                              else "n_questions")
             n = counts[name] if isinstance(counts, dict) else counts
             uses.append(Use(f"origin@{family}/{name}", name, key, "eval", overlap.first_ids(rows(name), n, key)))
     return uses
 
 
-def detect_uses(params: dict[str, Any], rows: Tables, not_checked: dict[str, str]) -> list[Use]:
+def detect_uses(config: Config, rows: Tables, not_checked: dict[str, str]) -> list[Use]:
     uses = []
-    for family in families(params, "detect"):
-        p = family_params(params, "detect", family)
-        counts = param(p, "detect.n_questions") or {}
-        for name in param(p, "detect.datasets"):
-            if name == param(p, "probe.dataset"):
+    for family in families(config, "detect"):
+        p = config.family("detect", family)
+        counts = p.detect.n_questions or {}
+        for name in p.detect.datasets:
+            if name == p.probe.dataset:
                 not_checked[f"detect@{family}/{name}"] = NEEDS_SAMPLES
                 continue
-            key = source_key(params, "detect", family, f"n_questions.{name}")
-            n = overlap.detect_count(name, counts.get(name), param(p, "tune.trivia", None))
+            key = source_key(config.raw, "detect", family, f"n_questions.{name}")
+            n = overlap.detect_count(name, counts.get(name), (p.raw.get("tune") or {}).get("trivia"))
             if n is not None and counts.get(name) is None:
                 key += ", tune.trivia.rows"
             ids = overlap.first_ids(rows(name), n, key, need_answers=name != "nonexist")
@@ -109,15 +110,14 @@ def detect_uses(params: dict[str, Any], rows: Tables, not_checked: dict[str, str
     return uses
 
 
-def intervene_uses(params: dict[str, Any], rows: Tables, not_checked: dict[str, str]) -> list[Use]:
+def intervene_uses(config: Config, rows: Tables, not_checked: dict[str, str]) -> list[Use]:
     uses = []
-    for family in families(params, "intervene"):
-        p = family_params(params, "intervene", family)
-        key, categories = source_key(params, "intervene", family, "benchmarks"), param(
-            p, "intervene.sycophancy_categories")
-        for bench in param(p, "intervene.benchmarks"):
+    for family in families(config, "intervene"):
+        intervene = config.family("intervene", family).intervene
+        key = source_key(config.raw, "intervene", family, "benchmarks")
+        for bench in intervene.benchmarks:
             uses.append(Use(f"intervene@{family}/{bench}", bench, key, "eval",
-                            overlap.intervene_ids(bench, rows(bench), categories)))
+                            overlap.intervene_ids(bench, rows(bench), intervene.sycophancy_categories)))
         not_checked[f"intervene@{family}/triviaqa"] = f"capability check {NEEDS_SAMPLES}"
     return uses
 
@@ -125,13 +125,13 @@ def intervene_uses(params: dict[str, Any], rows: Tables, not_checked: dict[str, 
 def main(argv: list[str]) -> None:
     if argv:
         raise HNeuronsError("usage: python -m stages.check_rows")
-    params = load_params()
-    setup_runtime(params)
+    config = load_config()
+    setup_runtime(config)
     rows, not_checked = Tables(), {}
-    uses = (table_uses(params, rows) + sample_uses(params, rows) + tune_uses(params, rows)
-            + origin_uses(params, rows, not_checked) + detect_uses(params, rows, not_checked)
-            + intervene_uses(params, rows, not_checked))
-    formats = {name: (config or {}).get("format", name) for name, config in param(params, "datasets").items()}
+    uses = (table_uses(config, rows) + sample_uses(config, rows) + tune_uses(config, rows)
+            + origin_uses(config, rows, not_checked) + detect_uses(config, rows, not_checked)
+            + intervene_uses(config, rows, not_checked))
+    formats = {name: spec.format or name for name, spec in (config.datasets or {}).items()}
     overlap.check_disjoint(uses, formats)
     report = {"uses": {u.name: {"dataset": u.dataset, "role": u.role, "key": u.key, "n_questions": len(u.ids)}
                        for u in uses},

@@ -30,66 +30,51 @@ from typing import Any
 
 from hneurons import layout
 from hneurons.errors import HNeuronsError
-from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
-                             param, run, setup_torch)
-from stages._generation import generation_backend
+from stages._common import derived_seed, device_tag, run, setup_torch
+from stages._generation import decoding_settings, generation_backend
+from stages.config import Config, load_config
 
 SECTION = "detect"
 
 
-def read_config(params: dict[str, Any]) -> dict[str, Any]:
-    """The detect section plus the keys it reuses (one-line errors naming the key)."""
+def read_config(config: Config) -> dict[str, Any]:
+    """The detect section plus the keys it reuses, as the library takes them (one-line errors naming the key)."""
     from hneurons.detect import DATASETS, TABLE_METRICS
-    from hneurons.generate import DecodingSettings
 
-    p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
-    datasets = p("datasets")
-    if not isinstance(datasets, list) or not datasets or sorted(set(datasets) - set(DATASETS)):
+    section = config.detect.require(SECTION)
+    datasets = section.datasets
+    if not datasets or sorted(set(datasets) - set(DATASETS)):
         raise HNeuronsError(f"{SECTION}.datasets={datasets!r}: expected a non-empty list among {', '.join(DATASETS)}")
-    n_questions, min_per_class = p("n_questions"), p("min_per_class")
-    for key, table, allow_null in (("n_questions", n_questions, True), ("min_per_class", min_per_class, True)):
-        if not isinstance(table, dict):
-            raise HNeuronsError(f"{SECTION}.{key}: expected a mapping dataset -> count")
+    n_questions, min_per_class = dict(section.n_questions), dict(section.min_per_class)
+    for key, table in (("n_questions", n_questions), ("min_per_class", min_per_class)):
         for name in datasets:
             if name not in table:
                 raise HNeuronsError(f"{SECTION}.{key}.{name}: missing (an integer >= 1, or null)")
             value = table[name]
-            if value is None and allow_null:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if value is not None and value < 1:
                 raise HNeuronsError(f"{SECTION}.{key}.{name}={value!r}: expected an integer >= 1 or null")
-    nq_limit = tune_reserved_from(params, "nq_open")
+    nq_limit = tune_reserved_from(config, "nq_open")
     if "nq_open" in datasets and nq_limit is not None:
         if n_questions["nq_open"] is None:
             n_questions = {**n_questions, "nq_open": nq_limit}
         elif n_questions["nq_open"] > nq_limit:
             raise HNeuronsError(f"{SECTION}.n_questions.nq_open={n_questions['nq_open']}: must be <= {nq_limit} "
                                 f"(NQ-Open rows from tune.trivia.rows[0] = {nq_limit} are the tune stage's)")
-    decoding, fields = p("decoding"), {"temperature", "top_k", "top_p", "max_new_tokens"}
-    if not isinstance(decoding, dict):
-        raise HNeuronsError(f"{SECTION}.decoding: expected a mapping dataset -> decoding settings")
     settings = {}
     for name in datasets:
-        spec = decoding.get(name)
-        if not isinstance(spec, dict) or set(spec) - fields:
-            raise HNeuronsError(f"{SECTION}.decoding.{name}: expected a mapping with keys among "
-                                f"{', '.join(sorted(fields))}")
-        settings[name] = DecodingSettings(n_samples=1, **spec).validate(f"{SECTION}.decoding.{name}")
+        if name not in section.decoding:
+            raise HNeuronsError(f"{SECTION}.decoding.{name}: missing (temperature, top_k, top_p, max_new_tokens)")
+        settings[name] = decoding_settings(section.decoding[name], where=f"{SECTION}.decoding.{name}")
+    probe, prompt = config.probe, config.sample.prompt if config.sample else None
     cfg = {"datasets": [d for d in DATASETS if d in datasets], "n_questions": n_questions,
            "min_per_class": min_per_class,
            "decoding": settings,
-           "batch_size": p("batch_size"), "extract_batch_size": p("extract_batch_size"),
-           "max_per_class": p("max_per_class"), "n_boot": p("n_boot"), "table_metric": p("table_metric"),
-           "judge_labels": p("judge_labels"), "judge_reference": p("judge_reference"), "prompt": param(params, "sample.prompt"),
-           "probe_dataset": param(params, "probe.dataset"), "labelling": param(params, "probe.labelling"),
-           "baseline_C": param(params, "probe.baseline_C"), "n_random_seeds": param(params, "probe.n_random_seeds"),
-           "seed": int(param(params, "base.seed")),
-           "cache_dir": Path(param(params, "base.cache_dir", ".cache/hneurons"))}
-    for key, minimum in (("batch_size", 1), ("extract_batch_size", 1), ("n_boot", 0), ("n_random_seeds", 1)):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < minimum:
-            raise HNeuronsError(f"{SECTION}.{key}={cfg[key]!r}: expected an integer >= {minimum}")
-    if cfg["max_per_class"] is not None and (not isinstance(cfg["max_per_class"], int) or cfg["max_per_class"] < 1):
-        raise HNeuronsError(f"{SECTION}.max_per_class={cfg['max_per_class']!r}: expected null or an integer >= 1")
+           "batch_size": section.batch_size, "extract_batch_size": section.extract_batch_size,
+           "max_per_class": section.max_per_class, "n_boot": section.n_boot, "table_metric": section.table_metric,
+           "judge_labels": section.judge_labels, "judge_reference": section.judge_reference, "prompt": prompt,
+           "probe_dataset": probe.dataset, "labelling": probe.labelling,
+           "baseline_C": probe.baseline_C, "n_random_seeds": probe.n_random_seeds,
+           "seed": int(config.base.seed), "cache_dir": Path(config.base.cache_dir or ".cache/hneurons")}
     if cfg["table_metric"] not in TABLE_METRICS:
         raise HNeuronsError(f"{SECTION}.table_metric={cfg['table_metric']!r}: expected one of "
                             f"{', '.join(TABLE_METRICS)}")
@@ -98,12 +83,12 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def tune_reserved_from(params: dict[str, Any], dataset: str) -> int | None:
+def tune_reserved_from(config: Config, dataset: str) -> int | None:
     """First prepared row of ``dataset`` that the tune stage takes (``tune.trivia.rows``), or None."""
-    trivia = param(params, "tune.trivia", None)
-    if not isinstance(trivia, dict) or trivia.get("dataset") != dataset:
+    trivia = config.tune.trivia if config.tune else None
+    if trivia is None or trivia.dataset != dataset:
         return None
-    rows = trivia.get("rows")
+    rows = trivia.rows
     if not isinstance(rows, list) or len(rows) != 2 or not all(isinstance(r, int) for r in rows):
         raise HNeuronsError(f"tune.trivia.rows={rows!r}: expected [start, end]")
     return int(rows[0])
@@ -113,9 +98,9 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.detect FAMILY")
     family = argv[0]
-    params = family_params(load_params(), SECTION, family)
+    params = load_config().family(SECTION, family)
     cfg = read_config(params)
-    cfg["device"], cfg["dtype"] = compute_settings(params, family)
+    cfg["device"], cfg["dtype"] = params.compute.device, params.compute.dtype
     setup_torch(params)
     from hneurons.detect_report import detect_metrics, write_responses_and_table1
     from hneurons.detect_run import evaluate_dataset, judge_checks, probe_inputs

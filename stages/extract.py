@@ -27,7 +27,8 @@ from hneurons.errors import HNeuronsError
 from hneurons.io import read_json, read_schema, read_table, sha256_file, write_json
 from hneurons.machine import machine_facts
 from hneurons.models import load_causal_lm
-from stages._common import compute_settings, load_params, param, run, setup_torch
+from stages._common import compute_settings, run, setup_torch
+from stages.config import ExtractRun, ExtractSection, load_config
 
 log = logging.getLogger("extract")
 SAMPLE_COLUMNS = ("example_id", "question", "answers", "prompt_ids", "response_ids", "correct", "label", "split",
@@ -58,14 +59,11 @@ def check_classes(examples: list[spans.SpanExample], where: str, dropped: dict) 
                                 f"(dropped: {lost or 'none; the samples hold none'})")
 
 
-def settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The stage's params (validated where the library does not)."""
-    out = {key: param(params, f"extract.{key}") for key in
+def settings(section: ExtractSection) -> dict[str, Any]:
+    """The stage's settings, checked against the library's choices (readout, regions, span rule, dtype)."""
+    out = {key: getattr(section, key) for key in
            ("readout", "region_variant", "span_rule", "annotation_file", "batch_size", "row_group_examples",
             "cett_dtype")}
-    for key in ("batch_size", "row_group_examples"):
-        if not isinstance(out[key], int) or out[key] < 1:
-            raise HNeuronsError(f"extract.{key}={out[key]!r}: expected an integer >= 1")
     if out["cett_dtype"] not in activations.CETT_DTYPE_SETTINGS:
         raise HNeuronsError(f"extract.cett_dtype={out['cett_dtype']!r}: expected one of "
                             f"{', '.join(activations.CETT_DTYPE_SETTINGS)}")
@@ -81,13 +79,12 @@ def settings(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def shard_of(name: str, config: dict[str, Any]) -> tuple[int, int]:
+def shard_of(name: str, config: ExtractRun) -> tuple[int, int]:
     """(shard, shards) of a run: both given, 0 <= shard < shards; neither given: (0, 1)."""
-    if ("shard" in config) != ("shards" in config):
+    if (config.shard is None) != (config.shards is None):
         raise HNeuronsError(f"extract.runs.{name}: give both shard and shards (or neither)")
-    shard, shards = config.get("shard", 0), config.get("shards", 1)
-    if (isinstance(shard, bool) or isinstance(shards, bool) or not isinstance(shard, int)
-            or not isinstance(shards, int) or not 0 <= shard < shards):
+    shard, shards = (0, 1) if config.shard is None else (config.shard, config.shards)
+    if not 0 <= shard < shards:
         raise HNeuronsError(f"extract.runs.{name}: shard={shard!r} of shards={shards!r}: expected integers "
                             f"with 0 <= shard < shards")
     return shard, shards
@@ -97,18 +94,17 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.extract RUN")
     name = argv[0]
-    params = load_params()
-    runs = param(params, "extract.runs")
-    if not isinstance(runs, dict) or name not in runs:
-        known = ", ".join(sorted(runs)) if isinstance(runs, dict) else "none"
-        raise HNeuronsError(f"extract.runs.{name}: unknown (known: {known})")
+    params = load_config()
+    runs = params.extract.runs or {}
+    if name not in runs:
+        raise HNeuronsError(f"extract.runs.{name}: unknown (known: {', '.join(sorted(runs)) or 'none'})")
     config = runs[name]
     for key in ("family", "role", "dataset"):
-        if not isinstance(config, dict) or key not in config:
+        if getattr(config, key) is None:
             raise HNeuronsError(f"extract.runs.{name}.{key}: required")
-    family, role, dataset = config["family"], config["role"], config["dataset"]
+    family, role, dataset = config.family, config.role, config.dataset
     shard, shards = shard_of(name, config)
-    opts = settings(params)
+    opts = settings(params.extract.require("extract"))
     setup_torch(params)
     where = f"extract {family}/{role}/{dataset}"
     samples_path = layout.samples(family, dataset)

@@ -28,67 +28,58 @@ from typing import Any
 
 from hneurons import layout
 from hneurons.errors import HNeuronsError
-from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
-                             param, run, setup_torch)
-from stages._generation import hooked_generation_info
+from stages._common import derived_seed, device_tag, run, setup_torch
+from stages._generation import decoding_settings, hooked_generation_info
+from stages.config import Config, SycophancyDecoding, load_config
 
 log = logging.getLogger("intervene")
 SECTION = "intervene"
 SCREENABLE = ("sycophancy", "triviaqa")  # item pools that can be screened for known answers at alpha 1
 
 
-def read_config(params: dict[str, Any]) -> dict[str, Any]:
-    """The intervene section, validated (one-line errors naming the key)."""
+def read_config(config: Config) -> dict[str, Any]:
+    """The intervene section as the library takes it: its mappings as written in params.yaml, decoding per
+    benchmark and format (``settings``) from the typed section (one-line errors naming the key)."""
     from hneurons import compliance as C
-    from hneurons.generate import DecodingSettings
     from hneurons.intervene import POSITIONS
     from hneurons.sweep import check_alphas
 
-    p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
-    cfg = {key: p(key) for key in ("benchmarks", "alphas", "random_alphas", "n_random_sets", "positions",
-                                    "n_items", "screen", "decoding", "sycophancy_categories", "capability",
-                                    "batch_size", "n_boot", "judge")}
+    section = config.intervene.require(SECTION, "decoding", "judge")   # per benchmark: checked below
+    raw = config.raw[SECTION]
+    cfg = {key: raw[key] for key in ("benchmarks", "alphas", "random_alphas", "n_random_sets", "positions",
+                                     "n_items", "screen", "decoding", "sycophancy_categories", "capability",
+                                     "batch_size", "n_boot", "judge")}
     cfg["benchmarks"] = C.check_benchmarks(cfg["benchmarks"], f"{SECTION}.benchmarks")
     cfg["alphas"] = check_alphas(cfg["alphas"], f"{SECTION}.alphas")
     cfg["random_alphas"] = check_alphas(cfg["random_alphas"], f"{SECTION}.random_alphas")
-    if cfg["positions"] not in POSITIONS:
-        raise HNeuronsError(f"{SECTION}.positions={cfg['positions']!r}: expected one of {', '.join(POSITIONS)}")
-    for key, minimum in (("n_random_sets", 0), ("batch_size", 1), ("n_boot", 0)):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < minimum:
-            raise HNeuronsError(f"{SECTION}.{key}={cfg[key]!r}: expected an integer >= {minimum}")
+    if section.positions not in POSITIONS:
+        raise HNeuronsError(f"{SECTION}.positions={section.positions!r}: expected one of {', '.join(POSITIONS)}")
+    decodings = section.decoding
     for bench in cfg["benchmarks"]:
-        for table in ("n_items", "decoding"):
-            if bench not in (cfg[table] or {}):
-                raise HNeuronsError(f"{SECTION}.{table}.{bench}: missing")
-        n = cfg["n_items"][bench]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if bench not in (section.n_items or {}):
+            raise HNeuronsError(f"{SECTION}.n_items.{bench}: missing")
+        if decodings is None or getattr(decodings, bench) is None:
+            raise HNeuronsError(f"{SECTION}.decoding.{bench}: missing")
+        n = section.n_items[bench]
+        if n is None or n < 1:
             raise HNeuronsError(f"{SECTION}.n_items.{bench}={n!r}: expected an integer >= 1")
-    if not isinstance(cfg["screen"], list) or set(cfg["screen"]) - set(SCREENABLE):
-        raise HNeuronsError(f"{SECTION}.screen={cfg['screen']!r}: expected a list among {', '.join(SCREENABLE)}")
-    if not isinstance(cfg["capability"], dict) or set(cfg["capability"]) != {"n_questions", "decoding"}:
-        raise HNeuronsError(f"{SECTION}.capability: expected a mapping with n_questions and decoding")
-    n_cap = cfg["capability"].get("n_questions")
-    if isinstance(n_cap, bool) or not isinstance(n_cap, int) or n_cap < 1:
-        raise HNeuronsError(f"{SECTION}.capability.n_questions={n_cap!r}: expected an integer >= 1")
+    if set(section.screen) - set(SCREENABLE):
+        raise HNeuronsError(f"{SECTION}.screen={section.screen!r}: expected a list among {', '.join(SCREENABLE)}")
+    if section.capability.n_questions < 1:
+        raise HNeuronsError(f"{SECTION}.capability.n_questions={section.capability.n_questions!r}: "
+                            f"expected an integer >= 1")
     settings = {}
     for bench in cfg["benchmarks"] + ["triviaqa"]:
-        spec = cfg["capability"]["decoding"] if bench == "triviaqa" else cfg["decoding"][bench]
+        spec = section.capability.decoding if bench == "triviaqa" else getattr(decodings, bench)
         where = f"{SECTION}.capability.decoding" if bench == "triviaqa" else f"{SECTION}.decoding.{bench}"
-        formats = spec if isinstance(spec, dict) and set(spec) <= {"open", "mc"} and spec else {"open": spec, "mc": spec}
-        if set(formats) != {"open", "mc"}:
+        formats = {"open": spec.open, "mc": spec.mc} if isinstance(spec, SycophancyDecoding) else {
+            "open": spec, "mc": spec}
+        if any(value is None for value in formats.values()):
             raise HNeuronsError(f"{where}: per-format decoding needs both 'open' and 'mc'")
-        settings[bench] = {}
-        for fmt, fields in formats.items():
-            if not isinstance(fields, dict):
-                raise HNeuronsError(f"{where}: expected a mapping of decoding settings")
-            try:
-                settings[bench][fmt] = DecodingSettings(n_samples=1, **fields).validate(where)
-            except TypeError:
-                raise HNeuronsError(f"{where}: keys must be among temperature, top_k, top_p, max_new_tokens") from None
+        settings[bench] = {fmt: decoding_settings(value, where=where) for fmt, value in formats.items()}
     cfg["settings"] = settings
-    cfg.update(seed=int(param(params, "base.seed")),
-               cache_dir=Path(param(params, "base.cache_dir", ".cache/hneurons")),
-               probe_dataset=param(params, "probe.dataset"), trivia_prompt=param(params, "sample.prompt"))
+    cfg.update(seed=int(config.base.seed), cache_dir=Path(config.base.cache_dir or ".cache/hneurons"),
+               probe_dataset=config.probe.dataset, trivia_prompt=config.sample.prompt)
     return cfg
 
 
@@ -96,7 +87,7 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.intervene FAMILY")
     family = argv[0]
-    params = family_params(load_params(), SECTION, family)
+    params = load_config().family(SECTION, family)
     setup_torch(params)
     from hneurons import sweep
     from hneurons.intervene import h_neurons
@@ -109,7 +100,7 @@ def main(argv: list[str]) -> None:
     from hneurons.sweep_report import write_reports
 
     cfg = read_config(params)
-    cfg["device"], cfg["dtype"] = compute_settings(params, family)
+    cfg["device"], cfg["dtype"] = params.compute.device, params.compute.dtype
     judges = compliance_judges(cfg["judge"], cfg["benchmarks"], SECTION)
     for judge in judges.llm.values():
         judge.check()  # an unreachable endpoint fails before any generation

@@ -39,31 +39,25 @@ from hneurons.errors import HNeuronsError
 from hneurons.io import atomic_path, jsonable, write_json, write_text
 from hneurons.machine import machine_facts
 from hneurons.origin_transfer import analyse
-from stages._common import (compute_settings, derived_seed, device_tag, family_params, load_params,
-                             param, run, setup_torch)
-from stages._generation import generation_backend
+from stages._common import derived_seed, device_tag, run, setup_torch
+from stages._generation import decoding_settings, generation_backend
+from stages.config import Config, load_config
 
 log = logging.getLogger("origin")
 SECTION = "origin"
 
 
-def read_config(params: dict[str, Any]) -> dict[str, Any]:
-    """The origin section plus the probe keys it reuses (one-line errors naming the key)."""
-    from hneurons.generate import DecodingSettings
-
-    p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
-    decoding = p("decoding")
-    fields = {"temperature", "top_k", "top_p", "max_new_tokens"}
-    if not isinstance(decoding, dict) or set(decoding) - fields:
-        raise HNeuronsError(f"{SECTION}.decoding: expected a mapping with keys among {', '.join(sorted(fields))}")
-    settings = DecodingSettings(n_samples=1, **decoding).validate(f"{SECTION}.decoding")
-    cfg = {"datasets": list(p("datasets")), "n_questions": p("n_questions"), "decoding": settings,
-           "batch_size": p("batch_size"), "extract_batch_size": p("extract_batch_size"),
-           "max_per_class": p("max_per_class"), "n_boot": p("n_boot"), "n_random_sets": p("n_random_sets"),
-           "probe_dataset": param(params, "probe.dataset"), "labelling": param(params, "probe.labelling"),
-           "baseline_C": param(params, "probe.baseline_C"), "n_random_seeds": param(params, "probe.n_random_seeds"),
-           "seed": int(param(params, "base.seed")),
-           "cache_dir": Path(param(params, "base.cache_dir", ".cache/hneurons"))}
+def read_config(config: Config) -> dict[str, Any]:
+    """The origin section plus the probe keys it reuses, as the library's analysis takes them (one count per
+    dataset; one-line errors naming the key)."""
+    section, probe = config.origin.require(SECTION), config.probe
+    cfg = {"datasets": list(section.datasets), "n_questions": section.n_questions,
+           "decoding": decoding_settings(section.decoding, where=f"{SECTION}.decoding"),
+           "batch_size": section.batch_size, "extract_batch_size": section.extract_batch_size,
+           "max_per_class": section.max_per_class, "n_boot": section.n_boot, "n_random_sets": section.n_random_sets,
+           "probe_dataset": probe.dataset, "labelling": probe.labelling,
+           "baseline_C": probe.baseline_C, "n_random_seeds": probe.n_random_seeds,
+           "seed": int(config.base.seed), "cache_dir": Path(config.base.cache_dir or ".cache/hneurons")}
     unknown = sorted(set(cfg["datasets"]) - {"triviaqa", "nq_open", "bioasq"})
     if unknown:
         raise HNeuronsError(f"{SECTION}.datasets: {unknown} not supported (the paper's: triviaqa, nq_open, bioasq)")
@@ -78,11 +72,6 @@ def read_config(params: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise HNeuronsError(f"{SECTION}.n_questions.{name}={value!r}: expected an integer >= 1")
     cfg["n_questions"] = {name: counts[name] for name in cfg["datasets"]}
-    for key, minimum in (("batch_size", 1), ("extract_batch_size", 1), ("n_boot", 0), ("n_random_sets", 0)):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < minimum:
-            raise HNeuronsError(f"{SECTION}.{key}={cfg[key]!r}: expected an integer >= {minimum}")
-    if cfg["max_per_class"] is not None and (not isinstance(cfg["max_per_class"], int) or cfg["max_per_class"] < 1):
-        raise HNeuronsError(f"{SECTION}.max_per_class={cfg['max_per_class']!r}: expected null or an integer >= 1")
     return cfg
 
 
@@ -99,9 +88,9 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.origin FAMILY")
     family = argv[0]
-    params = family_params(load_params(), SECTION, family)
+    params = load_config().family(SECTION, family)
     cfg = read_config(params)
-    cfg["device"], cfg["dtype"] = compute_settings(params, family)
+    cfg["device"], cfg["dtype"] = params.compute.device, params.compute.dtype
     base_dir, instruct_dir = layout.model_dir(family, "base"), layout.model_dir(family, "instruct")
     data_dir, report_dir = layout.data_dir("origin", family), layout.report_dir("origin", family)
     metrics_path = layout.origin_metrics(family)

@@ -9,7 +9,8 @@ from collections import Counter
 from hneurons import data, layout
 from hneurons.errors import HNeuronsError
 from hneurons.io import write_json, write_parquet
-from stages._common import entry, load_params, run, setup_runtime
+from stages._common import run, setup_runtime
+from stages.config import load_config
 
 log = logging.getLogger("prepare")
 
@@ -18,9 +19,12 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.prepare DATASET")
     name = argv[0]
-    params = load_params()
+    params = load_config()
     setup_runtime(params)
-    config = entry(params, "datasets", name)
+    datasets = params.raw.get("datasets") or {}   # the mapping as written: the reader takes it, metadata records it
+    if name not in datasets:
+        raise HNeuronsError(f"datasets.{name}: unknown (known: {', '.join(sorted(datasets)) or 'none'})")
+    config = datasets[name]
     where = f"datasets.{name}"
     fmt, rows, options = data.load_raw(config, where)
     drops: Counter = Counter()

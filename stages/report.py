@@ -22,7 +22,8 @@ from typing import Any
 
 from hneurons import layout
 from hneurons.errors import HNeuronsError
-from stages._common import load_params, param, run, setup_runtime
+from stages._common import param, run, setup_runtime
+from stages.config import Config, load_config
 
 log = logging.getLogger("report")
 SECTION = "report"
@@ -38,8 +39,8 @@ def family_paths(family: str):
     return FamilyPaths.of(family)
 
 
-def read_families(params: dict[str, Any]) -> list[str]:
-    families = param(params, f"{SECTION}.families")
+def read_families(params: Config) -> list[str]:
+    families = params.report.families if params.report else None
     if not isinstance(families, list) or not all(isinstance(f, str) and f for f in families):
         raise HNeuronsError(f"{SECTION}.families={families!r}: expected a list of family names")
     if len(set(families)) != len(families):
@@ -48,7 +49,8 @@ def read_families(params: dict[str, Any]) -> list[str]:
 
 
 def read_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """``{dotted key: value}`` of the compared settings present in the params, plus models and datasets."""
+    """``{dotted key: value}`` of the compared settings present in the params mapping (as written), plus models
+    and datasets."""
     from hneurons.report import setting_keys
 
     values = {key: param(params, key, MISSING) for key in setting_keys()}
@@ -77,14 +79,14 @@ def write_outputs(report) -> None:
 def main(argv: list[str]) -> None:
     if argv:
         raise HNeuronsError("usage: python -m stages.report (no arguments; families from report.families)")
-    params = load_params()
+    params = load_config()
     setup_runtime(params)
     from hneurons.dvc_lock import load_lock
     from hneurons.report import build_report
 
     families = read_families(params)
     lock = load_lock(LOCK) if LOCK.is_file() else None
-    report = build_report(Path("."), [family_paths(f) for f in families], read_settings(params), lock)
+    report = build_report(Path("."), [family_paths(f) for f in families], read_settings(params.raw), lock)
     write_outputs(report)
     log.info("%d families, %d figures -> %s", len(families), len(report.figures), SUMMARY)
 

@@ -16,35 +16,30 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hneurons import layout
 from hneurons.errors import HNeuronsError
-from stages._common import compute_settings, device_tag, family_params, load_params, param, run, setup_torch
-from stages._generation import generation_backend
+from stages._common import compute_settings, device_tag, run, setup_torch
+from stages._generation import decoding_settings, generation_backend
+from stages.config import Judge, load_config
 
 log = logging.getLogger("sample")
 
 
-def decoding_settings(params: dict[str, Any]):
-    from hneurons.generate import DecodingSettings
-
-    keys = ("n_samples", "temperature", "top_k", "top_p", "max_new_tokens")
-    return DecodingSettings(**{key: param(params, f"sample.{key}") for key in keys}).validate("sample")
-
-
-def make_judge(config: Any):
+def make_judge(config: Judge | None):
     """The judge named by ``sample.judge``: {kind: rule} or {kind: llm, base_url, model, api_key_env}
     (endpoint fallbacks: :func:`hneurons.llm_judge.llm_judge`)."""
     from hneurons.judge import RuleJudge
     from hneurons.llm_judge import llm_judge
 
-    kind = config.get("kind") if isinstance(config, dict) else None
+    kind = config.kind if config is not None else None
     if kind == "rule":
         return RuleJudge()
     if kind == "llm":
-        return llm_judge(config, "sample.judge")
+        return llm_judge(config.model_dump(), "sample.judge")
     raise HNeuronsError(f"sample.judge.kind={kind!r}: expected 'rule' or 'llm'")
 
 
@@ -79,37 +74,39 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.sample FAMILY")
     family = argv[0]
-    params = family_params(load_params(), "sample", family)
-    setup_torch(params)
+    cfg = load_config().family("sample", family)
+    sample = cfg.sample
+    setup_torch(cfg)
     from hneurons.consistency import RunConfig, run_consistency
     from hneurons.io import read_json, write_json, write_parquet
     from hneurons.machine import machine_facts
 
-    settings = decoding_settings(params)
-    dataset = param(params, "sample.dataset")
+    settings = replace(decoding_settings(sample.decoding, where="sample.decoding"),
+                       n_samples=sample.n_samples).validate("sample")   # names sample.n_samples
+    dataset = sample.dataset
     model_dir = layout.model_dir(family, "instruct")
     if not (model_dir / "fingerprint.json").is_file():
         raise HNeuronsError(f"{model_dir}/fingerprint.json: not found (run the model stage for {family}-instruct)")
     fingerprint = read_json(model_dir / "fingerprint.json")
     ids, questions, answers, n_unanswerable = read_questions(layout.prepared(dataset),
-                                                             param(params, "sample.n_questions", None))
+                                                             sample.n_questions)
     config = RunConfig(
         settings=settings,
-        prompt_template=param(params, "sample.prompt"),
-        seed=int(param(params, "base.seed")),
-        batch_size=param(params, "sample.batch_size"),
-        early_stop_after=tuple(param(params, "sample.early_stop_after", []) or []),
-        lazy_majority=param(params, "sample.lazy_majority", False),
-        min_agreement=param(params, "sample.min_agreement"),
-        max_per_class=param(params, "sample.max_per_class", None),
-        split_fractions=dict(param(params, "sample.splits")),
+        prompt_template=sample.prompt,
+        seed=int(cfg.base.seed),
+        batch_size=sample.batch_size,
+        early_stop_after=tuple(sample.early_stop_after or []),
+        lazy_majority=bool(sample.lazy_majority),
+        min_agreement=sample.min_agreement,
+        max_per_class=sample.max_per_class,
+        split_fractions=sample.splits.model_dump(exclude_none=True),
     ).validate("sample")
-    judge = make_judge(param(params, "sample.judge"))
+    judge = make_judge(sample.judge)
     if hasattr(judge, "check"):
         judge.check()  # an unreachable LLM endpoint fails here, before any sampling
-    device, dtype = compute_settings(params, family)
-    backend, tokenizer, model = generation_backend(params, family, model_dir)
-    cache_dir = Path(param(params, "base.cache_dir", ".cache/hneurons")) / "sample" / family
+    device, dtype = compute_settings(cfg, family)
+    backend, tokenizer, model = generation_backend(cfg, family, model_dir)
+    cache_dir = Path(cfg.base.cache_dir or ".cache/hneurons") / "sample" / family
     # base.threads is left out of the key on purpose: an execution detail like the CPU model
     # (float rounding may differ between thread counts; a resumed run keeps what was sampled).
     salt = f"{fingerprint['fingerprint']}:{dtype}{device_tag(device)}"
@@ -121,7 +118,7 @@ def main(argv: list[str]) -> None:
         raise HNeuronsError(
             f"sample: no balanced set for {family} (consistent faithful {result.counts['consistent']['faithful']}, "
             f"hallucinated {result.counts['consistent']['hallucinated']}); raise sample.n_questions or lower "
-            f"sample.temperature / sample.min_agreement (sampled batches are kept in {cache_dir})")
+            f"sample.decoding.temperature / sample.min_agreement (sampled batches are kept in {cache_dir})")
     metadata = {"family": family, "dataset": dataset, "model_fingerprint": fingerprint["fingerprint"],
                 "decoding": settings.as_dict(), "generation": backend.info(), "judge": judge.name,
                 "seed": config.seed, "config": config.as_dict(), "counts": result.counts}

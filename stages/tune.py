@@ -33,54 +33,51 @@ import os
 # 2 cores, spinning made a 2-thread forward pass ~5x slower than 1 thread (measured).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import logging  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import logging
+import time
+from pathlib import Path
+from typing import Any
 
-import pyarrow as pa  # noqa: E402
+import pyarrow as pa
 
-from hneurons import layout, tune, tune_check, tune_train  # noqa: E402
-from hneurons.errors import HNeuronsError  # noqa: E402
-from hneurons.machine import machine_facts  # noqa: E402
-from hneurons.io import write_json, write_parquet  # noqa: E402
-from hneurons.materialize import read_fingerprint, save_model_dir  # noqa: E402
-from hneurons.models import load_causal_lm  # noqa: E402
-from stages._common import compute_settings, family_params, load_params, param, run, setup_torch  # noqa: E402
+from hneurons import layout, tune, tune_check, tune_train
+from hneurons.errors import HNeuronsError
+from hneurons.io import write_json, write_parquet
+from hneurons.machine import machine_facts
+from hneurons.materialize import read_fingerprint, save_model_dir
+from hneurons.models import load_causal_lm
+from stages._common import run, setup_torch
+from stages.config import Config, load_config
 
 log = logging.getLogger("tune")
 SECTION = "tune"
 
 
-def read_config(params: dict[str, Any]) -> dict[str, Any]:
-    """The tune section (with the family's overrides applied), validated (one-line errors naming tune.<key>)."""
-    p = lambda key: param(params, f"{SECTION}.{key}")  # noqa: E731
-    rows = p("trivia.rows")
+def read_config(config: Config) -> dict[str, Any]:
+    """The tune section (with the family's overrides applied) as the library takes it (one-line errors naming
+    tune.<key>)."""
+    section = config.tune.require(SECTION)
+    rows = section.trivia.rows
     if not (isinstance(rows, list) and len(rows) == 2 and all(isinstance(v, int) for v in rows)
             and 0 <= rows[0] < rows[1]):
         raise HNeuronsError(f"{SECTION}.trivia.rows={rows!r}: expected [start, stop] with 0 <= start < stop")
-    sizes = p("sizes")
-    if not isinstance(sizes, dict) or any(not isinstance(sizes.get(k), int) or sizes[k] < 0 for k in tune.KINDS):
+    sizes = section.sizes.model_dump(exclude_none=True)
+    if any(not isinstance(sizes.get(k), int) or sizes[k] < 0 for k in tune.KINDS):
         raise HNeuronsError(f"{SECTION}.sizes: expected integers >= 0 for {', '.join(tune.KINDS)}")
-    settings = tune_train.TuneSettings(steps=p("steps"), batch_size=p("batch_size"), lr=p("lr"),
-                                       warmup_steps=p("warmup_steps"), weight_decay=p("weight_decay"),
-                                       max_grad_norm=p("max_grad_norm"), length_group=p("length_group"),
-                                       seed=int(param(params, "base.seed")))
+    settings = tune_train.TuneSettings(steps=section.steps, batch_size=section.batch_size, lr=section.lr,
+                                       warmup_steps=section.warmup_steps, weight_decay=section.weight_decay,
+                                       max_grad_norm=section.max_grad_norm, length_group=section.length_group,
+                                       seed=int(config.base.seed))
     settings.validate(SECTION)
-    n_check = tune.check_counts(p("n_check"), f"{SECTION}.n_check")
-    before = p("check_before_train")
-    if not isinstance(before, int) or isinstance(before, bool) or before < 0:
-        raise HNeuronsError(f"{SECTION}.check_before_train={before!r}: expected an integer >= 0")
-    check_batch = p("check.batch_size")
-    if not isinstance(check_batch, int) or isinstance(check_batch, bool) or check_batch < 1:
-        raise HNeuronsError(f"{SECTION}.check.batch_size={check_batch!r}: expected an integer >= 1")
+    check = section.check
     return {
-        "trivia_dataset": p("trivia.dataset"), "trivia_rows": rows, "premise_dataset": p("premise.dataset"),
-        "harmful": Path(p("harmful")), "eval_datasets": list(p("eval_datasets")), "sizes": sizes,
-        "n_check": n_check, "check_before_train": before, "suffix_share": float(p("suffix_share")),
-        "max_length": int(p("max_length")), "settings": settings,
-        "check_max_new_tokens": int(p("check.max_new_tokens")), "include_base": bool(p("check.include_base")),
-        "check_batch_size": check_batch,
+        "trivia_dataset": section.trivia.dataset, "trivia_rows": rows, "premise_dataset": section.premise.dataset,
+        "harmful": Path(section.harmful), "eval_datasets": list(section.eval_datasets), "sizes": sizes,
+        "n_check": tune.check_counts(section.n_check, f"{SECTION}.n_check"),
+        "check_before_train": section.check_before_train, "suffix_share": float(section.suffix_share),
+        "max_length": int(section.max_length), "settings": settings,
+        "check_max_new_tokens": int(check.max_new_tokens), "include_base": bool(check.include_base),
+        "check_batch_size": check.batch_size,
     }
 
 
@@ -88,10 +85,10 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise HNeuronsError("usage: python -m stages.tune FAMILY")
     family = argv[0]
-    params = family_params(load_params(), SECTION, family)
+    params = load_config().family(SECTION, family)
     setup_torch(params)
     cfg = read_config(params)
-    cfg["device"], cfg["dtype"] = compute_settings(params, family)
+    cfg["device"], cfg["dtype"] = params.compute.device, params.compute.dtype
     base_dir, out_dir = layout.model_dir(family, "base"), layout.model_dir(family, "instruct")
     data_dir, report_dir = layout.data_dir("tune", family), layout.report_dir("tune", family)
     base_fp = read_fingerprint(base_dir)

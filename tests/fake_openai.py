@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Callable
 
 
 class FakeEndpoint:
@@ -17,7 +17,7 @@ class FakeEndpoint:
         seen = self.seen = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server API)
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                 content = reply(body["messages"][0]["content"])
@@ -34,7 +34,7 @@ class FakeEndpoint:
         self.server = HTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def __enter__(self) -> "FakeEndpoint":
+    def __enter__(self) -> FakeEndpoint:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -85,7 +85,7 @@ class FakeCompletions:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self):  # noqa: N802 (http.server API)
+            def do_GET(self):
                 if self.path == "/version":
                     self._send({"version": "stub-0.30.0"})
                 elif self.path == "/v1/models":
@@ -93,7 +93,7 @@ class FakeCompletions:
                 else:
                     self._send({"error": "not found"}, 404)
 
-            def do_POST(self):  # noqa: N802 (http.server API)
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 bodies.append(body)
                 if self.path != "/v1/completions" or body.get("model") != served:
@@ -107,7 +107,7 @@ class FakeCompletions:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def __enter__(self) -> "FakeCompletions":
+    def __enter__(self) -> FakeCompletions:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

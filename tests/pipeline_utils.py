@@ -39,7 +39,7 @@ TINY_OVERRIDES: dict[str, Any] = {
     "detect": {"families": {"tiny": {}}, "datasets": ["triviaqa"], "n_questions": {"triviaqa": 12},
                "decoding": {"triviaqa": {"temperature": 0.0, "top_k": 50, "top_p": 0.9, "max_new_tokens": 5}},
                "batch_size": 16, "extract_batch_size": 8, "n_boot": 50},
-    "sample": {"families": {"tiny": {}}, "n_samples": 2, "temperature": 0.0, "max_new_tokens": 5,
+    "sample": {"families": {"tiny": {}}, "n_samples": 2, "decoding": {"temperature": 0.0, "max_new_tokens": 5},
                "max_per_class": None, "batch_size": 16, "splits": {"train": 0.5, "validation": 0.25, "test": 0.25}},
     "extract": {"runs": {"tiny-instruct-triviaqa": {"family": "tiny", "role": "instruct", "dataset": "triviaqa"}},
                 "batch_size": 8, "row_group_examples": 8},

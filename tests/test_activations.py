@@ -14,8 +14,16 @@ import pytest
 import yaml
 
 from hneurons.activation_rows import ActivationColumns, spill_activations
-from hneurons.activations import (ActivationWriter, activation_metadata, iter_activation_blocks, read_activation_columns,
-                                  read_activation_frame, read_activations, resolve_cett_dtype, write_activations)
+from hneurons.activations import (
+    ActivationWriter,
+    activation_metadata,
+    iter_activation_blocks,
+    read_activation_columns,
+    read_activation_frame,
+    read_activations,
+    resolve_cett_dtype,
+    write_activations,
+)
 from hneurons.errors import HNeuronsError
 from hneurons.io import sha256_file, write_json
 

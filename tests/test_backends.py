@@ -179,7 +179,7 @@ def _params(backend=None, family_backend=None) -> dict:
 
 def test_backend_settings_defaults_overrides_and_one_line_errors():
     from stages._generation import backend_settings
-    from stages.params_schema import validate
+    from stages.config import from_mapping as validate
 
     assert backend_settings(_params(), "tiny") == ({"kind": "transformers"}, "compute.backend")
     server = {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "m"}

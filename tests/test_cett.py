@@ -7,8 +7,17 @@ import pytest
 import torch
 from transformers.activations import ACT2FN
 
-from hneurons.cett import (EPS, REGIONS, CETTRecorder, cett_features, extract_activations, pad_batch,
-                           plan_counts, plan_rows, region_masks)
+from hneurons.cett import (
+    EPS,
+    REGIONS,
+    CETTRecorder,
+    cett_features,
+    extract_activations,
+    pad_batch,
+    plan_counts,
+    plan_rows,
+    region_masks,
+)
 from hneurons.errors import HNeuronsError
 from hneurons.models import ffn_blocks
 from hneurons.spans import SpanExample

@@ -94,9 +94,8 @@ def test_unknown_benchmark_and_llm_judge_for_faitheval_are_one_line_errors():
 
 
 def test_followup_prompt_keeps_generated_ids_and_matches_the_template():
-    from tiny import make_tokenizer
-
     from hneurons.generate import chat_prompt_ids
+    from tiny import make_tokenizer
 
     tok = make_tokenizer()
     first = chat_prompt_ids(tok, "What is the capital of France?")

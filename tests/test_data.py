@@ -4,7 +4,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from hneurons import data

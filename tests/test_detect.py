@@ -326,10 +326,10 @@ N_LAYERS, D_FFN = 2, 48
 def _workspace(tmp_path: Path, datasets: list[str]) -> Path:
     """Tiny instruct model, prepared tables, samples splits, synthetic activations and a probe."""
     from hneurons.activations import write_activations
+    from hneurons.answers import normalize
     from hneurons.cett import META_COLUMNS
     from hneurons.data import schema_for
     from hneurons.io import write_parquet
-    from hneurons.answers import normalize
     from hneurons.materialize import materialize
     from hneurons.probe import L1Probe, save_probe, training_labels
     from pipeline_utils import sharpen

@@ -1,9 +1,7 @@
 """Generation tests on tiny random models: batch-independent seeding, greedy batched == unbatched,
 stopping, the resumable batch cache, the consistency run, and the sample stage end to end."""
 
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,10 +10,18 @@ import torch
 import yaml
 
 from hneurons.backends import TransformersBackend
-from hneurons.errors import HNeuronsError
 from hneurons.consistency import RunConfig, run_consistency
-from hneurons.generate import (DecodingSettings, batch_cache_key, chat_prompt_ids, generate, generate_cached,
-                               sample_next, sample_seed, stop_token_ids)
+from hneurons.errors import HNeuronsError
+from hneurons.generate import (
+    DecodingSettings,
+    batch_cache_key,
+    chat_prompt_ids,
+    generate,
+    generate_cached,
+    sample_next,
+    sample_seed,
+    stop_token_ids,
+)
 from hneurons.judge import RuleJudge
 from pipeline_utils import sharpen as _sharpen
 
@@ -192,10 +198,10 @@ def test_run_consistency_selects_balanced_disjoint_splits(model, tok):
 
 def _write_stage_workspace(root: Path, questions: list[dict], temperature: float = 0.0) -> None:
     import pyarrow as pa
-    from tiny import make_model, make_tokenizer
 
     from hneurons.data import schema_for
     from hneurons.io import write_json, write_parquet
+    from tiny import make_model, make_tokenizer
 
     tok = make_tokenizer()
     model_dir = root / "models/llm/tiny/instruct"
@@ -208,7 +214,8 @@ def _write_stage_workspace(root: Path, questions: list[dict], temperature: float
         "compute": {"families": {}, "device": "cpu", "dtype": "float32"},
         "sample": {"families": {"tiny": {}}, "dataset": "triviaqa", "n_questions": None,
                    "prompt": "{question} Respond with the answer only, without any explanation.",
-                   "n_samples": 3, "temperature": temperature, "top_k": 50, "top_p": 0.9, "max_new_tokens": 5,
+                   "n_samples": 3,
+                   "decoding": {"temperature": temperature, "top_k": 50, "top_p": 0.9, "max_new_tokens": 5},
                    "early_stop_after": [1], "lazy_majority": True, "min_agreement": 1.0, "max_per_class": None,
                    "splits": {"train": 0.5, "validation": 0.25, "test": 0.25}, "batch_size": 4,
                    "judge": {"kind": "rule"}},
@@ -267,9 +274,10 @@ def test_sample_stage_bad_input(model, tok, tmp_path, monkeypatch):
     with pytest.raises(HNeuronsError, match="no question has answers"):
         _run_stage(root, monkeypatch)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    for key, value in (("temperature", -1), ("n_samples", 0)):
+    for key, value in (("decoding.temperature", -1), ("n_samples", 0)):
         bad = yaml.safe_load(yaml.safe_dump(params))
-        bad["sample"][key] = value
+        section, name = (bad["sample"]["decoding"], "temperature") if "." in key else (bad["sample"], key)
+        section[name] = value
         (root / "params.yaml").write_text(yaml.safe_dump(bad))
         with pytest.raises(HNeuronsError, match=rf"^sample\.{key}"):
             _run_stage(root, monkeypatch)

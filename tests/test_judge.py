@@ -8,10 +8,19 @@ import pytest
 
 from fake_openai import FakeEndpoint
 from hneurons import data
-from hneurons.errors import HNeuronsError
 from hneurons.answers import find_alias, normalize
-from hneurons.consistency import (FAITHFUL, HALLUCINATED, UNLABELLED, assign_splits, check_min_agreement,
-                                  consistency_label, representative_index, select_balanced, still_labelable)
+from hneurons.consistency import (
+    FAITHFUL,
+    HALLUCINATED,
+    UNLABELLED,
+    assign_splits,
+    check_min_agreement,
+    consistency_label,
+    representative_index,
+    select_balanced,
+    still_labelable,
+)
+from hneurons.errors import HNeuronsError
 from hneurons.judge import RuleJudge
 from hneurons.llm_judge import LLMJudge, parse_verdict
 from hneurons.refusal import is_refusal

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hneurons.errors import HNeuronsError
 from hneurons.dvc_lock import find_producer, lock_output_hashes, parse_lock
+from hneurons.errors import HNeuronsError
 from hneurons.lineage import audit, main
 from hneurons.lineage_tree import NullWorkspaceView, build_lineage, iter_nodes
 

@@ -254,9 +254,9 @@ def _save_materialized(model, tokenizer, tmp_path: Path, dest: Path) -> None:
 
 
 def _prepared_tables(directory: Path) -> None:
+    from hneurons.answers import normalize
     from hneurons.data import schema_for
     from hneurons.io import write_parquet
-    from hneurons.answers import normalize
     from tiny import CORPUS
 
     easy = sorted(set(normalize(" ".join(CORPUS)).split())) + list("bcdefghijklmnopqrstuvwxyz")
@@ -395,13 +395,15 @@ def test_mismatched_pair_stops_the_stage_with_one_line_naming_both(tmp_path):
 
 
 def test_question_counts_are_one_number_or_one_per_dataset():
-    from stages.origin import read_config
+    from stages import origin
+    from stages.config import from_mapping
+    from tests.pipeline_utils import tiny_params
 
-    params = {"base": {"seed": 1}, "probe": {"dataset": "triviaqa", "labelling": "3-vs-1", "baseline_C": 1.0,
-                                            "n_random_seeds": 5},
+    params = {**tiny_params(),
               "origin": {"families": {"f": {}}, "datasets": ["triviaqa", "bioasq"], "n_questions": 7,
                          "decoding": {"temperature": 1.0, "max_new_tokens": 4}, "batch_size": 2,
                          "extract_batch_size": 2, "max_per_class": None, "n_boot": 0, "n_random_sets": 0}}
+    read_config = lambda raw: origin.read_config(from_mapping(raw))  # noqa: E731
     assert read_config(params)["n_questions"] == {"triviaqa": 7, "bioasq": 7}
     params["origin"]["n_questions"] = {"triviaqa": 9, "bioasq": 3, "nq_open": 1}
     assert read_config(params)["n_questions"] == {"triviaqa": 9, "bioasq": 3}

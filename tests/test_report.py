@@ -16,8 +16,8 @@ import yaml
 from hneurons import report as rp
 from hneurons.errors import HNeuronsError
 from hneurons.io import csv_text, dumps_json, jsonable
-from hneurons.workspace_state import md5_of
 from hneurons.stats import detection_summary, mean_sd
+from hneurons.workspace_state import md5_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,10 +38,10 @@ def test_paper_numbers_reproduce_paper_md_derived_figures():
 
 
 def test_deviations_compare_values():
-    rows = rp.deviations({"sample.n_samples": 5, "sample.temperature": 1, "probe.standardize": 0,
+    rows = rp.deviations({"sample.n_samples": 5, "sample.decoding.temperature": 1, "probe.standardize": 0,
                           "probe.task.alpha": 0.5, "tune.families": {"gemma270m": {}}})
     status = {r["key"]: r["status"] for r in rows}
-    assert status == {"sample.n_samples": "differs", "sample.temperature": "same",  # 1 == 1.0
+    assert status == {"sample.n_samples": "differs", "sample.decoding.temperature": "same",  # 1 == 1.0
                       "probe.standardize": "differs",  # 0 is not false
                       "probe.task.alpha": "differs (paper unstated)", "tune.families": "differs"}
     assert [r["status"].startswith("differs") for r in rows] == [True, True, True, True, False]
@@ -211,7 +211,7 @@ def lock_for(root: Path, files: dict[str, str]) -> dict:
 def test_report_renders_every_section_next_to_the_paper(tmp_path):
     write_family(tmp_path, "fam")
     lock = lock_for(tmp_path, {"reports/probe/fam/metrics.json": "probe@fam", "reports/origin/fam": "origin@fam"})
-    report = rp.build_report(tmp_path, [paths("fam")], {"sample.n_samples": 5, "sample.temperature": 1.0}, lock)
+    report = rp.build_report(tmp_path, [paths("fam")], {"sample.n_samples": 5, "sample.decoding.temperature": 1.0}, lock)
     md = report.markdown
     # identification: count, ratio, paper range, the chosen C marked
     assert "**12 H-Neurons**" in md and "**0.260‰**" in md and "inside the paper's range" in md

@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 
 from hneurons.errors import HNeuronsError
-from hneurons.spans import (AnnotatedSpan, align_answer_spans, annotation_char_span, annotation_pieces,
-                            char_span_to_tokens, content_char_span, decode_ids, load_annotations, token_offsets)
+from hneurons.spans import (
+    AnnotatedSpan,
+    align_answer_spans,
+    annotation_char_span,
+    annotation_pieces,
+    char_span_to_tokens,
+    content_char_span,
+    decode_ids,
+    load_annotations,
+    token_offsets,
+)
 from tiny import make_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,11 +1,11 @@
-"""stages._common.family_params: per-family overrides of a section's keys."""
+"""stages.config.family_params: per-family overrides of a section's keys."""
 
 from __future__ import annotations
 
 import pytest
 
 from hneurons.errors import HNeuronsError
-from stages._common import family_params
+from stages.config import family_params
 
 PARAMS = {
     "base": {"seed": 1},

@@ -66,9 +66,18 @@ def test_detection_summary_and_mean_sd():
 
 # ---------------------------------------------------------------- floor, cluster bootstrap, paired effects
 
-from hneurons.stats import (FLOOR_PER_CLASS, cluster_bootstrap, cluster_weights, empirical_p,  # noqa: E402
-                            endpoint_slopes, flag_small, ols_slopes, paired_alpha_effects, percentile_ci,
-                            weighted_means)
+from hneurons.stats import (  # noqa: E402
+    FLOOR_PER_CLASS,
+    cluster_bootstrap,
+    cluster_weights,
+    empirical_p,
+    endpoint_slopes,
+    flag_small,
+    ols_slopes,
+    paired_alpha_effects,
+    percentile_ci,
+    weighted_means,
+)
 
 
 def test_flag_small_names_the_small_classes():

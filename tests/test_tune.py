@@ -17,9 +17,9 @@ from hneurons import tune, tune_check, tune_train
 from hneurons.data import schema_for
 from hneurons.errors import HNeuronsError
 from hneurons.io import dumps_json, sha256_bytes, write_parquet
-from hneurons.refusal import is_refusal
 from hneurons.materialize import materialize
 from hneurons.models import load_causal_lm
+from hneurons.refusal import is_refusal
 from tiny import make_model, make_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -425,7 +425,8 @@ def test_tune_stage_errors_are_one_line(tmp_path):
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     result = _run_stage(project)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == "error: tune.check.batch_size=0: expected an integer >= 1"
+    assert result.stderr.strip().splitlines()[-1] == ("error: params.yaml: tune.families.tiny.check.batch_size=0: "
+                                                      "expected an integer >= 1")
     params["tune"]["families"]["tiny"] = {}
     params["tune"]["trivia"]["rows"] = [30, 99]
     (project / "params.yaml").write_text(yaml.safe_dump(params))

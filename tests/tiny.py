@@ -48,8 +48,15 @@ ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma2", "gemma3_text", "gpt2", "
 
 
 def make_config(arch: str, vocab_size: int, n_layers: int = 2, d_model: int = 32, d_ffn: int = 48):
-    from transformers import (Gemma2Config, Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,
-                              MistralConfig, Qwen2Config)
+    from transformers import (
+        Gemma2Config,
+        Gemma3TextConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+    )
 
     common = dict(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ffn,
                   num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,

@@ -117,10 +117,10 @@ class PaperSetting:
 #: Settings compared with the params actually used (keys absent from the params are skipped).
 PAPER_SETTINGS: tuple[PaperSetting, ...] = (
     PaperSetting("sample.n_samples", 10, "§2.1 [P]", "10 samples per question"),
-    PaperSetting("sample.temperature", 1.0, "§2.1 [P]", "sampling temperature 1.0"),
-    PaperSetting("sample.top_k", 50, "§2.1 [P]", "top-k 50"),
-    PaperSetting("sample.top_p", 0.9, "§2.1 [P]", "top-p 0.9"),
-    PaperSetting("sample.max_new_tokens", 50, "§2.1 [C]", "50 new tokens"),
+    PaperSetting("sample.decoding.temperature", 1.0, "§2.1 [P]", "sampling temperature 1.0"),
+    PaperSetting("sample.decoding.top_k", 50, "§2.1 [P]", "top-k 50"),
+    PaperSetting("sample.decoding.top_p", 0.9, "§2.1 [P]", "top-p 0.9"),
+    PaperSetting("sample.decoding.max_new_tokens", 50, "§2.1 [C]", "50 new tokens"),
     PaperSetting("sample.min_agreement", 1.0, "§2.1 [P]", "all samples agree (all correct / all wrong)"),
     PaperSetting("sample.max_per_class", 1000, "§2.1 [P]", "1,000 faithful + 1,000 hallucinated"),
     PaperSetting("sample.prompt", "{question} Respond with the answer only, without any explanation.",
