@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def examples_from_samples(path: Path, tokenizer, n: int) -> list:
     """The first ``n`` representative sample rows (balanced by class), aligned with the content span rule."""
     from hneurons import spans
-    from stages.extract import read_samples
+    from hneurons.extract_inputs import read_samples
 
     records = read_samples(path)
     by_class = {label: [r for r in records if r["label"] == label] for label in (0, 1)}

@@ -48,7 +48,7 @@ def import_closure(module: str) -> set[str]:
 
 
 def declared_code(deps: list) -> set[str]:
-    """The .py files a stage's deps name: .py deps, and the .py files (no __init__) of a package directory dep."""
+    """The .py files a stage's deps name: .py deps, and the .py files (no __init__ or __main__) of a package directory dep."""
     files = set()
     for dep in deps:
         if not isinstance(dep, str):
@@ -56,7 +56,7 @@ def declared_code(deps: list) -> set[str]:
         if dep.endswith(".py"):
             files.add(dep)
         elif (ROOT / dep / "__init__.py").is_file():
-            files.update(p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py") if p.name != "__init__.py")
+            files.update(p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py") if p.name not in ("__init__.py", "__main__.py"))
     return files
 
 
