@@ -12,7 +12,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -26,24 +25,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def output_files(repo: Path) -> dict[str, str]:
     """{path: md5} of every file inside every output that dvc.lock records, sorted."""
     from hneurons.dvc_lock import lock_output_hashes
+    from hneurons.workspace_state import md5_of
 
     hashes: dict[str, str] = {}
     for out in lock_output_hashes(repo / "dvc.lock"):
         path = repo / out
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
-            hashes[file.relative_to(repo).as_posix()] = file_md5(file)
+            hashes[file.relative_to(repo).as_posix()] = md5_of(file)
     return dict(sorted(hashes.items()))
 
 
