@@ -3,7 +3,9 @@
 Each measurement runs in a fresh Python process that imports torch and
 transformers, records its resident set (``VmRSS``) as the baseline, runs one
 step and reports the high-water mark (``VmHWM``) minus the baseline, in bytes
-and in units of the model's weight bytes:
+and in units of the model's weight bytes, and the same for anonymous memory
+(``RssAnon``, sampled every 5 ms: tensors and arrays without the file pages that
+safetensors maps while loading, which depend on the page cache and the machine's load):
 
 - ``materialize``: ``hneurons.materialize.materialize`` of a ``{kind: path}`` spec
   (load, save, release, reload, compare logits, fingerprint);
@@ -42,6 +44,32 @@ def _status_bytes(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+class AnonPeak:
+    """Highest ``RssAnon`` (anonymous resident memory: tensors, arrays; no file pages) seen while in the
+    ``with`` block, sampled every ``interval`` seconds by a thread."""
+
+    def __init__(self, interval: float = 0.005):
+        import threading
+
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _status_bytes("RssAnon"))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> AnonPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _status_bytes("RssAnon"))
 
 
 def write_pair(work: Path, n_params: float) -> dict:
@@ -84,22 +112,24 @@ def run_step(step: str, work: Path) -> dict:
     from hneurons.models import load_causal_lm
 
     torch.set_num_threads(1)
-    baseline = _status_bytes("VmRSS")
-    if step == "materialize":
-        materialize({"kind": "path", "path": str(work / "base")}, work / "materialized", work / "cache")
-    elif step == "save_beside":
-        model, tokenizer = load_causal_lm(work / "base")
-        save_model_dir(model, tokenizer, work / "materialized", {"kind": "path"})
-    elif step == "drift_checkpoint":
-        base, _ = load_causal_lm(work / "base")
-        origin.neuron_drift(base, Checkpoint(work / "instruct"))
-    elif step == "drift_two_models":
-        base, _ = load_causal_lm(work / "base")
-        instruct, _ = load_causal_lm(work / "instruct")
-        origin.neuron_drift(base, instruct)
-    else:
-        raise SystemExit(f"unknown step {step!r}")
-    return {"baseline_rss": baseline, "peak_rss": _status_bytes("VmHWM")}
+    baseline, baseline_anon = _status_bytes("VmRSS"), _status_bytes("RssAnon")
+    with AnonPeak() as anon:
+        if step == "materialize":
+            materialize({"kind": "path", "path": str(work / "base")}, work / "materialized", work / "cache")
+        elif step == "save_beside":
+            model, tokenizer = load_causal_lm(work / "base")
+            save_model_dir(model, tokenizer, work / "materialized", {"kind": "path"})
+        elif step == "drift_checkpoint":
+            base, _ = load_causal_lm(work / "base")
+            origin.neuron_drift(base, Checkpoint(work / "instruct"))
+        elif step == "drift_two_models":
+            base, _ = load_causal_lm(work / "base")
+            instruct, _ = load_causal_lm(work / "instruct")
+            origin.neuron_drift(base, instruct)
+        else:
+            raise SystemExit(f"unknown step {step!r}")
+    return {"baseline_rss": baseline, "peak_rss": _status_bytes("VmHWM"), "baseline_anon": baseline_anon,
+            "peak_anon": anon.peak}
 
 
 def measure(work: Path, n_params: float) -> dict:
@@ -120,8 +150,10 @@ def measure(work: Path, n_params: float) -> dict:
                              capture_output=True, text=True, cwd=ROOT).stdout
         numbers = json.loads(out.strip().splitlines()[-1])
         extra = numbers["peak_rss"] - numbers["baseline_rss"]
+        anon = numbers["peak_anon"] - numbers["baseline_anon"]
         result["steps"][step] = {**numbers, "extra_bytes": extra,
-                                 "extra_in_models": round(extra / facts["weight_bytes"], 3)}
+                                 "extra_in_models": round(extra / facts["weight_bytes"], 3),
+                                 "extra_anon_in_models": round(anon / facts["weight_bytes"], 3)}
     return result
 
 

@@ -489,3 +489,34 @@ def test_checkpoint_names_resolve_through_a_different_decoder_prefix(tmp_path):
     torch.testing.assert_close(stored.tensor("model.language_model.layers.1.mlp.up_proj.weight"), weight)
     with pytest.raises(HNeuronsError, match=r"no tensor for parameter 'model.layers.0.mlp.up_proj.weight'"):
         stored.tensor("model.layers.0.mlp.up_proj.weight")
+
+
+def test_drift_against_a_checkpoint_holds_at_most_two_layers_of_instruct_weights(tmp_path):
+    import weakref
+
+    from hneurons.checkpoint import Checkpoint
+
+    class Counting(Checkpoint):
+        """Counts the bytes of the tensors it has handed out that are still alive."""
+
+        live = peak = total = 0
+
+        def _free(self, n: int) -> None:
+            self.live -= n
+
+        def tensor(self, name):
+            out = super().tensor(name)
+            n = out.numel() * out.element_size()
+            self.live, self.total = self.live + n, self.total + n
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(out, self._free, n)
+            return out
+
+    base = make_model("llama", seed=0, n_layers=6)
+    perturbed_copy(base, 0.1, seed=1).save_pretrained(tmp_path / "inst")
+    stored = Counting(tmp_path / "inst")
+    origin.neuron_drift(base, stored)
+    layer = sum(m.weight.numel() * m.weight.element_size() for m in (ffn_blocks(base)[0].up, ffn_blocks(base)[0].down))
+    assert stored.total == 6 * layer                 # every layer's up and down weights were read once
+    assert stored.peak <= 2 * layer < stored.total   # never more than two layers at a time
+    assert stored.live == 0
